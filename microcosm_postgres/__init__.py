@@ -1,0 +1,3 @@
+"""Opinionated persistence with PostgreSQL for microcosm services."""
+
+__version__ = "1.0.0"
