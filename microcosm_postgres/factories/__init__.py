@@ -1,0 +1,1 @@
+"""microcosm factories: the `postgres` engine and the `sessionmaker`."""
