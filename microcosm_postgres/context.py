@@ -1,0 +1,259 @@
+"""Sessions and transactions: `SessionContext`, `transaction()`, `@transactional`.
+
+Open sessions live on a stack held in a `contextvars.ContextVar`, so they are scoped
+per thread and per asyncio task (a task started inside a `SessionContext` inherits it;
+open another one inside the task for a session of its own). Contexts nest: each
+store asks for the innermost session opened *for its own graph*, so an inner context
+for another graph never changes what the outer graph's stores see.
+
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import wraps
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from sqlalchemy.orm import Session, SessionTransaction
+
+from microcosm_postgres.errors import SessionNotOpenError, translating
+
+__all__ = [
+    "SessionContext",
+    "maybe_transactional",
+    "transaction",
+    "transactional",
+]
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# How many transaction() blocks are open on a session (kept in Session.info).
+_DEPTH = "microcosm_postgres.transaction_depth"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    graph: Any
+    session: Session
+    owner: SessionContext
+
+
+_open_sessions: ContextVar[tuple[_Entry, ...]] = ContextVar("microcosm_postgres_sessions", default=())
+
+
+def _no_session(graph: Any = None) -> SessionNotOpenError:
+    which = f" for graph {graph.metadata.name!r}" if graph is not None else ""
+    return SessionNotOpenError(
+        f"No database session is open{which}. Wrap the call in `with SessionContext(graph):` "
+        "(microcosm-flask services: SessionContext.make(graph) per request)."
+    )
+
+
+class _SessionContextType(type):
+    @property
+    def session(cls) -> Session:
+        """The innermost open session of this thread / task.
+
+        Raises:
+            SessionNotOpenError: when no SessionContext is open.
+
+        """
+        stack = _open_sessions.get()
+        if not stack:
+            raise _no_session()
+        return stack[-1].session
+
+    @property
+    def graph(cls) -> Any:
+        """The graph of the innermost open session (or None)."""
+        stack = _open_sessions.get()
+        return stack[-1].graph if stack else None
+
+
+class SessionContext(metaclass=_SessionContextType):
+    """Open a session for `graph` and make it current in this thread / task.
+
+    Usage:
+
+        with SessionContext(graph) as context:
+            context.recreate_all()          # testing only
+            with transaction():
+                store.create(...)
+
+    `SessionContext.session` (on the class) is the innermost open session;
+    `context.session` (on an instance) is that context's own.
+
+    """
+
+    def __init__(self, graph: Any, expire_on_commit: bool = False, *, session: Session | None = None) -> None:
+        """
+        Args:
+            graph: the object graph whose `sessionmaker` makes the session.
+            expire_on_commit: expire loaded instances at commit (SQLAlchemy's default is
+                True; ours is False, so objects stay readable after their transaction).
+            session: use this session instead of making one (it is not closed on exit);
+                for test fixtures that bind a session to an outer transaction.
+
+        """
+        self.graph = graph
+        self.expire_on_commit = expire_on_commit
+        self.session: Session | None = None
+        self._given = session
+
+    def open(self) -> SessionContext:
+        """Make a session and push it; returns self. Opening twice is an error."""
+        if self.session is not None:
+            raise RuntimeError("This SessionContext is already open; make a new SessionContext(graph).")
+        if self._given is not None:
+            self.session = self._given
+        else:
+            self.session = self.graph.sessionmaker(expire_on_commit=self.expire_on_commit)
+        _open_sessions.set(_open_sessions.get() + (_Entry(self.graph, self.session, self),))
+        return self
+
+    def close(self) -> None:
+        """Pop this context's session and close it (returning its connection to the pool)."""
+        if self.session is None:
+            return
+        _open_sessions.set(tuple(entry for entry in _open_sessions.get() if entry.owner is not self))
+        session, self.session = self.session, None
+        if self._given is None:
+            session.close()
+
+    def __enter__(self) -> SessionContext:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def recreate_all(self) -> None:
+        """Testing only: give the graph's database fresh, empty tables.
+
+        Discards whatever this session has pending (the rows are going anyway). Does
+        nothing but log a warning unless `graph.metadata.testing` is set.
+
+        """
+        if not self.graph.metadata.testing:
+            logger.warning(
+                "recreate_all() ignored: graph %r is not a testing graph, and this would drop its tables.",
+                self.graph.metadata.name,
+            )
+            return
+        from microcosm_postgres.operations import recreate_all
+
+        if self.session is not None:
+            self.session.rollback()
+            self.session.expunge_all()
+        recreate_all(self.graph)
+
+    @classmethod
+    def make(cls, graph: Any, expire_on_commit: bool = False) -> SessionContext:
+        """Open a SessionContext and return it (close it with `.close()`)."""
+        return cls(graph, expire_on_commit=expire_on_commit).open()
+
+    @staticmethod
+    def session_for(graph: Any) -> Session:
+        """The innermost open session made for `graph`.
+
+        Raises:
+            SessionNotOpenError: when no SessionContext is open for this graph.
+
+        """
+        for entry in reversed(_open_sessions.get()):
+            if entry.graph is graph:
+                return entry.session
+        raise _no_session(graph)
+
+
+def _rollback(transaction: SessionTransaction) -> None:
+    if not transaction.is_active:
+        return
+    try:
+        transaction.rollback()
+    except Exception:  # the connection may be gone; the original error matters more
+        logger.warning("rollback failed", exc_info=True)
+
+
+@contextmanager
+def transaction(commit: bool = True, *, session: Session | None = None) -> Iterator[Session]:
+    """Run a block in a transaction of the current session, and yield that session.
+
+    The outermost block commits on success; a `transaction()` inside another is a
+    SAVEPOINT, so an exception in the inner block rolls back only the inner block.
+    Any exception rolls the block back and is re-raised; database faults (in the
+    block or at commit) leave as their `microcosm_postgres.errors` type, chained.
+
+    Args:
+        commit: False rolls back at the end even on success (a dry run).
+        session: the session to use; default `SessionContext.session`.
+
+    Raises:
+        SessionNotOpenError: when no session is open.
+
+    """
+    session = session if session is not None else SessionContext.session
+    depth = session.info.get(_DEPTH, 0)
+    if depth == 0:
+        # Adopt a transaction that reads outside transaction() began implicitly.
+        tx = session.get_transaction() or session.begin()
+    else:
+        tx = session.begin_nested()
+    session.info[_DEPTH] = depth + 1
+    try:
+        with translating():
+            yield session
+            if commit:
+                tx.commit()
+    except BaseException:
+        _rollback(tx)
+        raise
+    else:
+        if not commit:
+            _rollback(tx)
+    finally:
+        session.info[_DEPTH] = depth
+
+
+def in_transaction_block(session: Session) -> bool:
+    """Whether a `transaction()` block is open on `session`."""
+    return bool(session.info.get(_DEPTH, 0))
+
+
+def transactional(func: F) -> F:
+    """Run the decorated function inside `transaction()`."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with transaction():
+            return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def maybe_transactional(func: F) -> F:
+    """Like `transactional`, but a call with `commit=False` rolls back at the end.
+
+    The `commit` keyword is passed on to the function only if its signature takes it.
+
+    """
+    takes_commit = "commit" in inspect.signature(func).parameters
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        commit = kwargs.get("commit", True) if takes_commit else kwargs.pop("commit", True)
+        with transaction(commit=bool(commit)):
+            return func(*args, **kwargs)
+
+    return cast(F, wrapper)
