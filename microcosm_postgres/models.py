@@ -1,0 +1,204 @@
+"""The declarative base `Model`, the `UTCDateTime` type, and the entity mixins."""
+from __future__ import annotations
+
+import enum
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from sqlalchemy import DateTime, Double, Enum, MetaData, Uuid, inspect
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from microcosm_postgres.identifiers import new_object_id
+
+if TYPE_CHECKING:
+    from microcosm_postgres.diff import Delta
+    from microcosm_postgres.store import Store
+
+__all__ = [
+    "EntityMixin",
+    "IdentityMixin",
+    "Model",
+    "NAMING_CONVENTION",
+    "PrimaryKeyMixin",
+    "SmartMixin",
+    "UTCDateTime",
+    "UnixTimestampEntityMixin",
+    "UnixTimestampPrimaryKeyMixin",
+]
+
+# Constraint names that PostgreSQL itself would choose for unnamed constraints, made
+# explicit: generated migrations are deterministic, and a service whose tables were
+# created without a convention keeps the names it already has.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "%(table_name)s_%(column_0_N_name)s_key",
+    "ck": "%(table_name)s_%(constraint_name)s_check",
+    "fk": "%(table_name)s_%(column_0_N_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
+
+
+class Model(DeclarativeBase):
+    """Declarative base for a service's persistent models.
+
+    `Mapped[SomeEnum]` annotations are stored by member name in a VARCHAR, not as a
+    PostgreSQL ENUM type, so adding a member needs no migration.
+
+    """
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        enum.Enum: Enum(enum.Enum, native_enum=False, length=255),
+    }
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC in `timestamp without time zone`, read back timezone-aware.
+
+    Naive input is taken to be UTC; aware input in another zone is converted to UTC.
+
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise ValueError(f"UTCDateTime expects a datetime, got {type(value).__name__}.")
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class PrimaryKeyMixin:
+    """A UUID primary key `id` and UTC `created_at` / `updated_at` timestamps."""
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=new_object_id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow, nullable=False)
+
+    def new_timestamp(self) -> datetime:
+        """The current time, in the form this mixin stores."""
+        return _utcnow()
+
+    @property
+    def created_timestamp(self) -> float:
+        """`created_at` as seconds since the epoch."""
+        return self.created_at.timestamp()
+
+    @property
+    def updated_timestamp(self) -> float:
+        """`updated_at` as seconds since the epoch."""
+        return self.updated_at.timestamp()
+
+
+class UnixTimestampPrimaryKeyMixin:
+    """A UUID primary key `id`, with `created_at` / `updated_at` as float seconds since the epoch."""
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=new_object_id)
+    created_at: Mapped[float] = mapped_column(Double, default=time.time, nullable=False)
+    updated_at: Mapped[float] = mapped_column(Double, default=time.time, onupdate=time.time, nullable=False)
+
+    def new_timestamp(self) -> float:
+        """The current time, in the form this mixin stores."""
+        return time.time()
+
+    @property
+    def created_timestamp(self) -> float:
+        return self.created_at
+
+    @property
+    def updated_timestamp(self) -> float:
+        return self.updated_at
+
+
+class IdentityMixin:
+    """Equality by column values (not relationships or private state); hash by `id`."""
+
+    def _members(self) -> dict[str, Any]:
+        return {attr.key: getattr(self, attr.key) for attr in inspect(type(self)).column_attrs}
+
+    def __eq__(self, other: object) -> bool:
+        if type(self) is not type(other):
+            return NotImplemented
+        return self._members() == other._members()  # type: ignore[attr-defined]
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(getattr(self, "id", None))
+
+
+class SmartMixin:
+    """Store shortcuts on the model: `company.create()`, `Company.search(...)`, ...
+
+    Each call goes to the store registered for this model in the graph of the current
+    `SessionContext` (see `Store`), so two graphs never use each other's store.
+
+    Raises:
+        SessionNotOpenError: when no SessionContext is open.
+        LookupError: when that graph has no store for this model.
+
+    """
+
+    @classmethod
+    def _store(cls) -> Store[Any]:
+        from microcosm_postgres.store import store_for
+
+        return store_for(cls)
+
+    def create(self) -> Any:
+        return self._store().create(self)
+
+    def update(self) -> Any:
+        return self._store().update(self.id, self)  # type: ignore[attr-defined]
+
+    def update_with_diff(self) -> tuple[Any, Delta]:
+        return self._store().update_with_diff(self.id, self)  # type: ignore[attr-defined]
+
+    def replace(self) -> Any:
+        return self._store().replace(self.id, self)  # type: ignore[attr-defined]
+
+    def delete(self) -> bool:
+        return self._store().delete(self.id)  # type: ignore[attr-defined]
+
+    @classmethod
+    def retrieve(cls, identifier: Any, *criteria: Any) -> Any:
+        return cls._store().retrieve(identifier, *criteria)
+
+    @classmethod
+    def search(cls, *criteria: Any, **kwargs: Any) -> list[Any]:
+        return cls._store().search(*criteria, **kwargs)
+
+    @classmethod
+    def count(cls, *criteria: Any, **filters: Any) -> int:
+        return cls._store().count(*criteria, **filters)
+
+
+class EntityMixin(PrimaryKeyMixin, IdentityMixin, SmartMixin):
+    """UUID key, UTC timestamps, value equality and store shortcuts."""
+
+
+class UnixTimestampEntityMixin(UnixTimestampPrimaryKeyMixin, IdentityMixin, SmartMixin):
+    """UUID key, float-second timestamps, value equality and store shortcuts."""
