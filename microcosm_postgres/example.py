@@ -1,0 +1,111 @@
+"""An example service: `Company` and `Employee` models and their stores.
+
+    python -m microcosm_postgres.example
+
+runs the README's usage against the configured database (`example_test_db` as user
+`example` on localhost, unless `EXAMPLE__POSTGRES__*` says otherwise) and prints the count.
+
+The stores bind themselves with `@binding` when this module is imported, exactly as a
+service's own stores do; they are deliberately not entry points, so services that
+install microcosm-postgres never get these tables in their `Model.metadata`.
+
+"""
+from __future__ import annotations
+
+import sys
+from enum import Enum, unique
+from typing import Any
+from uuid import UUID
+
+from microcosm.api import binding, create_object_graph
+from sqlalchemy import Column, ForeignKey, String
+from sqlalchemy.orm import Query
+
+from microcosm_postgres.context import SessionContext, transaction
+from microcosm_postgres.errors import DatabaseUnavailableError
+from microcosm_postgres.models import EntityMixin, Model
+from microcosm_postgres.store import Store
+from microcosm_postgres.types import EnumType
+
+__all__ = [
+    "Company",
+    "CompanyStore",
+    "CompanyType",
+    "Employee",
+    "EmployeeStore",
+    "main",
+]
+
+
+@unique
+class CompanyType(Enum):
+    private = "private"
+    public = "public"
+
+
+class Company(EntityMixin, Model):
+    __tablename__ = "company"
+
+    name = Column(String(255), unique=True)
+    type = Column(EnumType(CompanyType))
+
+
+class Employee(EntityMixin, Model):
+    __tablename__ = "employee"
+
+    first = Column(String(255), nullable=False)
+    last = Column(String(255), nullable=False)
+    other = Column(String(255), nullable=True)
+    company_id = Column(ForeignKey("company.id"), nullable=False)
+
+
+@binding("company_store")
+class CompanyStore(Store[Company]):
+    def __init__(self, graph: Any) -> None:
+        super().__init__(graph, Company, auto_filter_fields=[Company.name])
+
+
+@binding("employee_store")
+class EmployeeStore(Store[Employee]):
+    def __init__(self, graph: Any) -> None:
+        super().__init__(graph, Employee)
+
+    def search_by_company(self, company_id: UUID, **kwargs: Any) -> list[Employee]:
+        return self.search(company_id=company_id, **kwargs)
+
+    def _filter(self, query: Query[Employee], company_id: Any = None, first: Any = None, **filters: Any) -> Query[Employee]:
+        if company_id is not None:
+            query = query.filter(Employee.company_id == company_id)
+        if first is not None:
+            query = query.filter(Employee.first == first)
+        return super()._filter(query, **filters)
+
+    def _order_by(self, query: Query[Employee], **filters: Any) -> Query[Employee]:
+        return query.order_by(Employee.last.asc())
+
+
+def main() -> int:
+    """Run the README usage; print the company count. Exit 1 when the database is unreachable."""
+    graph = create_object_graph(name="example", testing=True)
+    [company_store] = graph.use("company_store")
+    url = graph.postgres.url
+    try:
+        with SessionContext(graph) as context:
+            context.recreate_all()
+            with transaction():
+                company_store.create(Company(name="Acme"))
+            print(company_store.count())
+    except DatabaseUnavailableError as error:
+        print(
+            f"Could not reach PostgreSQL at {url.host}:{url.port}, database {url.database!r}, "
+            f"user {url.username!r}: {error}\n"
+            f"Create them with:\n  createuser {url.username}\n  createdb -O {url.username} {url.database}\n"
+            "or point EXAMPLE__POSTGRES__HOST / __PORT / __DATABASE_NAME / __USERNAME elsewhere.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
