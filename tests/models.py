@@ -1,0 +1,28 @@
+"""Throwaway models for the tests (they live on Model.metadata next to the example's)."""
+from __future__ import annotations
+
+from sqlalchemy import Column, FetchedValue, Integer, String
+
+from microcosm_postgres.models import EntityMixin, Model, UnixTimestampEntityMixin
+from microcosm_postgres.types import Serial
+
+
+class Gadget(EntityMixin, Model):
+    __tablename__ = "test_gadget"
+
+    name = Column(String(64), unique=True)
+    size = Column(Integer)
+
+
+class UnixGadget(UnixTimestampEntityMixin, Model):
+    __tablename__ = "test_unix_gadget"
+
+    name = Column(String(64), unique=True)
+    size = Column(Integer)
+
+
+class Ticket(EntityMixin, Model):
+    __tablename__ = "test_ticket"
+
+    number = Column(Serial(), server_default=FetchedValue(), nullable=False)
+    big_number = Column(Serial(big=True), server_default=FetchedValue(), nullable=False)

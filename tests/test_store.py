@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from sqlalchemy import event, text
+
+from microcosm_postgres.context import SessionContext, transaction
+from microcosm_postgres.errors import (
+    DuplicateModelError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    PersistenceError,
+    ReferencedModelError,
+)
+from microcosm_postgres.example import Company, CompanyType, Employee
+from microcosm_postgres.store import Store
+from tests.models import Gadget, UnixGadget
+
+
+@pytest.fixture
+def statements(graph: Any) -> Iterator[list[str]]:
+    recorded: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        recorded.append(statement.split()[0].upper())
+
+    event.listen(graph.postgres, "before_cursor_execute", record)
+    yield recorded
+    event.remove(graph.postgres, "before_cursor_execute", record)
+
+
+def committed(graph: Any, table: str, column: str = "name") -> list[Any]:
+    with graph.postgres.connect() as connection:
+        return sorted(connection.execute(text(f"SELECT {column} FROM {table}")).scalars())
+
+
+@pytest.fixture(params=[Gadget, UnixGadget], ids=["PrimaryKeyMixin", "UnixTimestampPrimaryKeyMixin"])
+def gadgets(request: pytest.FixtureRequest, graph: Any, context: SessionContext) -> Store[Any]:
+    return Store(graph, request.param, auto_filter_fields=[request.param.name])
+
+
+def test_create_assigns_id_and_timestamps(gadgets: Store[Any]) -> None:
+    with transaction():
+        gadget = gadgets.create(gadgets.model_class(name="a", size=1))
+    assert gadget.id is not None
+    assert gadget.created_timestamp == pytest.approx(datetime.now(timezone.utc).timestamp(), abs=5)
+    assert gadget.updated_timestamp >= gadget.created_timestamp
+    assert gadgets.retrieve(gadget.id) is gadget
+
+
+def test_create_keeps_a_given_id(gadgets: Store[Any]) -> None:
+    identifier = uuid4()
+    with transaction():
+        gadgets.create(gadgets.model_class(id=identifier, name="a"))
+    assert gadgets.retrieve(str(identifier)).id == identifier
+
+
+def test_retrieve_missing(gadgets: Store[Any]) -> None:
+    with pytest.raises(ModelNotFoundError, match=f"^{gadgets.model_name} not found$") as raised:
+        gadgets.retrieve(uuid4())
+    assert raised.value.status_code == 404 and not raised.value.include_stack_trace
+
+
+@pytest.mark.parametrize("identifier", ["not-a-uuid", "", None, 42])
+def test_invalid_identifier_is_not_found_without_sql(
+    gadgets: Store[Any], statements: list[str], identifier: Any
+) -> None:
+    with transaction():
+        gadgets.create(gadgets.model_class(name="first"))
+        statements.clear()
+        for call in (gadgets.retrieve, gadgets.delete, lambda i: gadgets.update(i, gadgets.model_class(name="x"))):
+            with pytest.raises(ModelNotFoundError):
+                call(identifier)
+        assert "SELECT" not in statements and "DELETE" not in statements
+        gadgets.create(gadgets.model_class(name="second"))  # the transaction is not poisoned
+    assert gadgets.count() == 2
+
+
+def test_update_merges_set_fields_and_refreshes_updated_at(gadgets: Store[Any]) -> None:
+    with transaction():
+        gadget = gadgets.create(gadgets.model_class(name="a", size=1))
+    before = gadget.updated_timestamp
+    created = gadget.created_timestamp
+    with transaction():
+        updated = gadgets.update(gadget.id, gadgets.model_class(size=2))
+    assert (updated.name, updated.size) == ("a", 2)
+    assert updated.updated_timestamp > before and updated.created_timestamp == created
+    with transaction():
+        gadgets.update(gadget.id, gadgets.model_class(size=None))  # an explicit None clears
+    assert gadgets.retrieve(gadget.id).size is None
+
+
+def test_update_missing(gadgets: Store[Any]) -> None:
+    with pytest.raises(ModelNotFoundError), transaction():
+        gadgets.update(uuid4(), gadgets.model_class(name="x"))
+
+
+def test_update_with_diff(gadgets: Store[Any]) -> None:
+    with transaction():
+        gadget = gadgets.create(gadgets.model_class(name="a", size=1))
+    with transaction():
+        _, delta = gadgets.update_with_diff(gadget.id, gadgets.model_class(name="a", size=5))
+    assert set(delta) == {"size", "updated_at"}
+    assert (delta["size"].before, delta["size"].after) == (1, 5)
+
+
+def test_replace_updates_or_creates(gadgets: Store[Any]) -> None:
+    identifier = uuid4()
+    with transaction():
+        created = gadgets.replace(identifier, gadgets.model_class(name="new", size=1))
+    assert created.id == identifier
+    with transaction():
+        replaced = gadgets.replace(identifier, gadgets.model_class(name="newer", size=2))
+    assert (replaced.id, replaced.name, replaced.size) == (identifier, "newer", 2)
+    assert gadgets.count() == 1
+
+
+def test_delete_is_one_statement(gadgets: Store[Any], statements: list[str]) -> None:
+    with transaction():
+        gadget = gadgets.create(gadgets.model_class(name="a"))
+    statements.clear()
+    with transaction():
+        assert gadgets.delete(gadget.id) is True
+    assert statements.count("DELETE") == 1 and "SELECT" not in statements
+    with pytest.raises(ModelNotFoundError), transaction():
+        gadgets.delete(gadget.id)
+    assert gadgets.count() == 0
+
+
+def test_search_count_filters_and_pagination(gadgets: Store[Any]) -> None:
+    with transaction():
+        for index in range(5):
+            gadgets.create(gadgets.model_class(name=f"g{index}", size=index % 2))
+    assert gadgets.count() == 5
+    assert [g.name for g in gadgets.search(name="g3")] == ["g3"]
+    assert gadgets.count(name="g3") == 1
+    assert gadgets.count(name=None, unknown="ignored") == 5  # None skipped, unknown keywords ignored
+    assert gadgets.count(gadgets.model_class.size == 1) == 2
+    ordered = gadgets.search(gadgets.model_class.size == 0)
+    assert len(ordered) == 3
+    assert gadgets.search_first(name="g4").name == "g4"
+    assert gadgets.search_first(name="nope") is None
+
+
+@pytest.mark.parametrize(("offset", "limit"), [(-1, None), (None, -1), ("1", None), (None, 1.5)])
+def test_bad_pagination_sends_no_sql(gadgets: Store[Any], statements: list[str], offset: Any, limit: Any) -> None:
+    statements.clear()
+    with pytest.raises(InvalidInputError) as raised:
+        gadgets.search(offset=offset, limit=limit)
+    assert statements == [] and raised.value.status_code == 400
+
+
+def test_expunge_merge_and_names(gadgets: Store[Any]) -> None:
+    with transaction():
+        gadget = gadgets.create(gadgets.model_class(name="a", size=1))
+    gadgets.expunge(gadget)
+    gadget.size = 99
+    assert gadgets.retrieve(gadget.id).size == 1  # the expunged change is not saved
+    target = gadgets.model_class(name="t", size=1)
+    gadgets.merge(target, gadgets.model_class(size=3))
+    assert (target.name, target.size) == ("t", 3)
+    assert gadgets.model_name == gadgets.model_class.__name__
+    assert gadgets.new_object_id() != gadgets.new_object_id()
+    assert gadgets.session is SessionContext.session
+
+
+def test_duplicate_then_the_transaction_goes_on(gadgets: Store[Any], graph: Any) -> None:
+    table = gadgets.model_class.__tablename__
+    with transaction():
+        gadgets.create(gadgets.model_class(name="kept"))
+        with pytest.raises(DuplicateModelError) as raised:
+            gadgets.create(gadgets.model_class(name="kept"))
+        assert raised.value.status_code == 409
+        assert raised.value.constraint == f"{table}_name_key"
+        gadgets.create(gadgets.model_class(name="after"))
+    assert committed(graph, table) == ["after", "kept"]
+
+
+# --- the example service's stores -------------------------------------------------
+
+
+def test_missing_company_referenced_company_and_follow_up_writes(graph: Any, context: SessionContext) -> None:
+    companies, employees = graph.company_store, graph.employee_store
+    with transaction():
+        acme = companies.create(Company(name="Acme", type=CompanyType.private))
+        with pytest.raises(MissingDependencyError) as missing:
+            employees.create(Employee(first="A", last="B", company_id=uuid4()))
+        assert missing.value.status_code == 404 and missing.value.table == "employee"
+        employees.create(Employee(first="Jane", last="Doe", company_id=acme.id))
+    with transaction():
+        with pytest.raises(ReferencedModelError) as referenced:
+            companies.delete(acme.id)
+        assert referenced.value.status_code == 403
+        companies.create(Company(name="Other"))
+    assert committed(graph, "company") == ["Acme", "Other"]
+    assert committed(graph, "employee", "first") == ["Jane"]
+
+
+@pytest.mark.parametrize(
+    ("make", "error_class"),
+    [
+        (lambda: Company(name="a\x00b"), InvalidInputError),
+        (lambda: Company(name="x" * 300), InvalidInputError),
+        (lambda: Company(name="ok", type="unknown"), InvalidInputError),
+        (lambda: Employee(first=None, last="x", company_id=uuid4()), PersistenceError),
+    ],
+    ids=["nul-byte", "too-long", "bad-enum-name", "not-null"],
+)
+def test_refused_values_leave_the_transaction_usable(graph: Any, context: SessionContext, make: Any, error_class: type) -> None:
+    store = graph.company_store if "Company" in repr(make.__code__.co_names) else graph.employee_store
+    with transaction():
+        graph.company_store.create(Company(name="before"))
+        with pytest.raises(error_class):
+            store.create(make())
+        graph.company_store.create(Company(name="after"))
+    assert committed(graph, "company") == ["after", "before"]
+
+
+def test_employee_store_filters_and_order(graph: Any, context: SessionContext) -> None:
+    with transaction():
+        acme = graph.company_store.create(Company(name="Acme"))
+        other = graph.company_store.create(Company(name="Other"))
+        for first, last, company in [("b", "Zed", acme), ("a", "Abe", acme), ("c", "Mid", other), ("b", "Kay", other)]:
+            graph.employee_store.create(Employee(first=first, last=last, company_id=company.id))
+    assert [e.last for e in graph.employee_store.search()] == ["Abe", "Kay", "Mid", "Zed"]
+    assert [e.last for e in graph.employee_store.search_by_company(acme.id)] == ["Abe", "Zed"]
+    assert [e.last for e in graph.employee_store.search(first="b")] == ["Kay", "Zed"]
+    assert graph.employee_store.count(company_id=other.id, first="b") == 1
+    assert [e.last for e in graph.employee_store.search(offset=1, limit=2)] == ["Kay", "Mid"]
+
+
+class PublicCompanyStore(Store[Company]):
+    """A store whose `_query` hook narrows every operation."""
+
+    def _query(self, *criteria: Any) -> Any:
+        return super()._query(Company.type == CompanyType.public, *criteria)
+
+
+def test_query_hook_narrows_every_operation(graph: Any, context: SessionContext) -> None:
+    public = PublicCompanyStore(graph, Company)
+    with transaction():
+        hidden = graph.company_store.create(Company(name="Private", type=CompanyType.private))
+        graph.company_store.create(Company(name="Public", type="public"))
+    assert [c.name for c in public.search()] == ["Public"]
+    assert public.count() == 1
+    with pytest.raises(ModelNotFoundError):
+        public.retrieve(hidden.id)
+    with pytest.raises(ModelNotFoundError), transaction():
+        public.delete(hidden.id)
+    assert graph.company_store.count() == 2
