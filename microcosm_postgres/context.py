@@ -7,6 +7,7 @@ store asks for the innermost session opened *for its own graph*, so an inner con
 for another graph never changes what the outer graph's stores see.
 
 """
+
 from __future__ import annotations
 
 import inspect
@@ -19,13 +20,16 @@ from functools import wraps
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from sqlalchemy.exc import ResourceClosedError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from microcosm_postgres.errors import SessionNotOpenError, translating
 
 __all__ = [
     "SessionContext",
+    "in_transaction_block",
     "maybe_transactional",
+    "rollback_quietly",
     "transaction",
     "transactional",
 ]
@@ -177,12 +181,18 @@ class SessionContext(metaclass=_SessionContextType):
         raise _no_session(graph)
 
 
-def _rollback(transaction: SessionTransaction) -> None:
-    if not transaction.is_active:
-        return
+def rollback_quietly(transaction: SessionTransaction) -> None:
+    """Roll back `transaction` (a failed flush leaves it deactivated, still needing this).
+
+    A transaction already closed is left alone; a rollback that fails (the connection is
+    gone) is logged, because the error that caused it matters more.
+
+    """
     try:
         transaction.rollback()
-    except Exception:  # the connection may be gone; the original error matters more
+    except ResourceClosedError:
+        pass
+    except Exception:
         logger.warning("rollback failed", exc_info=True)
 
 
@@ -217,11 +227,11 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
             if commit:
                 tx.commit()
     except BaseException:
-        _rollback(tx)
+        rollback_quietly(tx)
         raise
     else:
         if not commit:
-            _rollback(tx)
+            rollback_quietly(tx)
     finally:
         session.info[_DEPTH] = depth
 

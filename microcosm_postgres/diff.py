@@ -1,4 +1,5 @@
 """Before/after comparison of a model's column values: `Version`, `Delta`, `Change`."""
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -36,9 +37,5 @@ class Version(dict[str, Any]):
 
     def __sub__(self, other: Version) -> Delta:
         return Delta(
-            {
-                key: Change(other.get(key), value)
-                for key, value in self.items()
-                if other.get(key) != value
-            }
+            {key: Change(other.get(key), value) for key, value in self.items() if other.get(key) != value}
         )

@@ -12,6 +12,7 @@ It never searches message text, and its messages never repeat the server's detai
 exception (`error.__cause__`).
 
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -250,7 +251,8 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
         )
     if sqlstate in _INVALID_INPUT_CODES:
         return InvalidInputError(
-            f"The database refused a value{of} as invalid input (SQLSTATE {sqlstate}). Check the value's type, format and length.",
+            f"The database refused a value{of} as invalid input (SQLSTATE {sqlstate}). "
+            "Check the value's type, format and length.",
             **details,
         )
     if sqlstate == _QUERY_CANCELED:
@@ -280,7 +282,9 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
             "persists, check that the server is up and postgres.host/port are right.",
             **details,
         )
-    refused_in_statement = isinstance(error, sa_exc.StatementError) and isinstance(orig, (ValueError, TypeError))
+    refused_in_statement = isinstance(error, sa_exc.StatementError) and isinstance(
+        orig, (ValueError, TypeError)
+    )
     if (data_error and sqlstate is None) or refused_in_statement:
         # Refused by the driver or a column type before the server saw it (a NUL byte, ...).
         return InvalidInputError(

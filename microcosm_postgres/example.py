@@ -10,6 +10,7 @@ service's own stores do; they are deliberately not entry points, so services tha
 install microcosm-postgres never get these tables in their `Model.metadata`.
 
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,8 @@ from typing import Any
 from uuid import UUID
 
 from microcosm.api import binding, create_object_graph
-from sqlalchemy import Column, ForeignKey, String
-from sqlalchemy.orm import Query
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, Query, mapped_column
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import DatabaseUnavailableError
@@ -46,17 +47,17 @@ class CompanyType(Enum):
 class Company(EntityMixin, Model):
     __tablename__ = "company"
 
-    name = Column(String(255), unique=True)
-    type = Column(EnumType(CompanyType))
+    name: Mapped[str | None] = mapped_column(String(255), unique=True)
+    type: Mapped[CompanyType | None] = mapped_column(EnumType(CompanyType))
 
 
 class Employee(EntityMixin, Model):
     __tablename__ = "employee"
 
-    first = Column(String(255), nullable=False)
-    last = Column(String(255), nullable=False)
-    other = Column(String(255), nullable=True)
-    company_id = Column(ForeignKey("company.id"), nullable=False)
+    first: Mapped[str] = mapped_column(String(255), nullable=False)
+    last: Mapped[str] = mapped_column(String(255), nullable=False)
+    other: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    company_id: Mapped[UUID] = mapped_column(ForeignKey("company.id"), nullable=False)
 
 
 @binding("company_store")
@@ -73,7 +74,9 @@ class EmployeeStore(Store[Employee]):
     def search_by_company(self, company_id: UUID, **kwargs: Any) -> list[Employee]:
         return self.search(company_id=company_id, **kwargs)
 
-    def _filter(self, query: Query[Employee], company_id: Any = None, first: Any = None, **filters: Any) -> Query[Employee]:
+    def _filter(
+        self, query: Query[Employee], company_id: Any = None, first: Any = None, **filters: Any
+    ) -> Query[Employee]:
         if company_id is not None:
             query = query.filter(Employee.company_id == company_id)
         if first is not None:
@@ -86,7 +89,7 @@ class EmployeeStore(Store[Employee]):
 
 def main() -> int:
     """Run the README usage; print the company count. Exit 1 when the database is unreachable."""
-    graph = create_object_graph(name="example", testing=True)
+    graph: Any = create_object_graph(name="example", testing=True)
     [company_store] = graph.use("company_store")
     url = graph.postgres.url
     try:

@@ -1,4 +1,5 @@
 """Identifiers for new rows."""
+
 from __future__ import annotations
 
 from uuid import UUID, uuid4

@@ -1,4 +1,5 @@
 """The declarative base `Model`, the `UTCDateTime` type, and the entity mixins."""
+
 from __future__ import annotations
 
 import enum
@@ -94,7 +95,9 @@ class PrimaryKeyMixin:
 
     id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=new_object_id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=_utcnow, onupdate=_utcnow, nullable=False
+    )
 
     def new_timestamp(self) -> datetime:
         """The current time, in the form this mixin stores."""
@@ -140,7 +143,7 @@ class IdentityMixin:
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):
             return NotImplemented
-        return self._members() == other._members()  # type: ignore[attr-defined]
+        return self._members() == other._members()
 
     def __ne__(self, other: object) -> bool:
         equal = self.__eq__(other)

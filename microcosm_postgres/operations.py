@@ -1,4 +1,5 @@
 """Schema operations on a graph's database: create, drop, recreate, and raw sessions."""
+
 from __future__ import annotations
 
 from typing import Any

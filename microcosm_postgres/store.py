@@ -13,6 +13,7 @@ database refuses is rolled back to a savepoint taken just before it, so the call
 transaction stays usable and nothing half-written is committed.
 
 """
+
 from __future__ import annotations
 
 import weakref
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Uuid, func, inspect
+from sqlalchemy import Select, Uuid, bindparam, func, inspect, select
 from sqlalchemy.orm import InstrumentedAttribute, Query, Session
 
 from microcosm_postgres.context import SessionContext, in_transaction_block, rollback_quietly
@@ -75,6 +76,10 @@ class Store(Generic[ModelT]):
     Subclasses customise queries through the underscore hooks: `_query`, `_filter`,
     `_auto_filter`, `_order_by`, `_paginate`, `_retrieve`, `_delete`.
 
+    Reads that no overridden hook can affect (retrieve by id; search and count with
+    auto filters only) run a statement built once per store, with bound parameters,
+    instead of building a Query per call; the result is the same.
+
     """
 
     def __init__(
@@ -103,6 +108,11 @@ class Store(Generic[ModelT]):
             self.auto_filter_fields[key] = getattr(model_class, key)
         self._primary_key = mapper.primary_key[0]
         self._id_is_uuid = isinstance(self._primary_key.type, Uuid)
+        self._plain_retrieve = not _overrides(self, "_query", "_retrieve")
+        self._plain_search = not _overrides(
+            self, "_query", "_filter", "_auto_filter", "_order_by", "_paginate"
+        )
+        self._statements: dict[Any, Select[Any]] = {}
         _stores.setdefault(graph, {}).setdefault(model_class, self)
 
     @property
@@ -243,7 +253,45 @@ class Store(Generic[ModelT]):
             ModelNotFoundError: no such row, or `identifier` is not a valid id (no SQL is sent).
 
         """
-        return self._retrieve(self.model_class.id == self._identifier(identifier), *criteria)  # type: ignore[attr-defined]
+        identifier = self._identifier(identifier)
+        if criteria or not self._plain_retrieve:
+            return self._retrieve(self.model_class.id == identifier, *criteria)  # type: ignore[attr-defined]
+        statement = self._statement(
+            "retrieve",
+            lambda: select(self.model_class).where(self._primary_key == bindparam("identifier")).limit(1),
+        )
+        with self._translating():
+            instance = self.session.execute(statement, {"identifier": identifier}).scalars().first()
+        if instance is None:
+            raise ModelNotFoundError(f"{self.model_name} not found")
+        return instance
+
+    def _statement(self, key: Any, build: Any) -> Select[Any]:
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = self._statements[key] = build()
+        return statement
+
+    def _plain_filters(self, filters: dict[str, Any]) -> dict[str, Any] | None:
+        """The auto-filter values to bind, when no hook could change the query; else None."""
+        if not self._plain_search:
+            return None
+        return {
+            key: value
+            for key, value in filters.items()
+            if value is not None and key in self.auto_filter_fields
+        }
+
+    @staticmethod
+    def _paged(statement: Select[Any], shape: tuple[Any, ...]) -> Select[Any]:
+        if shape[2]:
+            statement = statement.offset(bindparam("offset"))
+        if shape[3]:
+            statement = statement.limit(bindparam("limit"))
+        return statement
+
+    def _filtered(self, base: Select[Any], keys: tuple[str, ...]) -> Select[Any]:
+        return base.where(*(self.auto_filter_fields[key] == bindparam(f"filter_{key}") for key in keys))
 
     def _retrieve(self, *criteria: Any) -> ModelT:
         with self._translating():
@@ -254,6 +302,19 @@ class Store(Generic[ModelT]):
 
     def count(self, *criteria: Any, **filters: Any) -> int:
         """How many rows match `criteria` and `filters` (see `search`)."""
+        plain = None if criteria else self._plain_filters(filters)
+        if plain is not None:
+            keys = tuple(sorted(plain))
+            statement = self._statement(
+                ("count", keys),
+                lambda: self._filtered(
+                    select(func.count(self._primary_key)).select_from(self.model_class), keys
+                ),
+            )
+            with self._translating():
+                return int(
+                    self.session.execute(statement, {f"filter_{k}": plain[k] for k in keys}).scalar() or 0
+                )
         query = self._filter(self._query(*criteria), **filters)
         with self._translating():
             if query._group_by_clauses or query._distinct:
@@ -278,8 +339,19 @@ class Store(Generic[ModelT]):
             InvalidInputError: negative or non-integer `offset` / `limit` (before any SQL).
 
         """
-        query = self._paginate(self._order_by(self._filter(self._query(*criteria), **filters), **filters),
-                               offset=offset, limit=limit)
+        plain = None if criteria else self._plain_filters(filters)
+        if plain is not None:
+            offset, limit = _non_negative("offset", offset), _non_negative("limit", limit)
+            keys = tuple(sorted(plain))
+            shape = ("search", keys, offset is not None, limit is not None)
+            statement = self._statement(
+                shape, lambda: self._paged(self._filtered(select(self.model_class), keys), shape)
+            )
+            params = {f"filter_{k}": plain[k] for k in keys} | {"offset": offset, "limit": limit}
+            with self._translating():
+                return list(self.session.execute(statement, params).scalars().all())
+        query = self._order_by(self._filter(self._query(*criteria), **filters), **filters)
+        query = self._paginate(query, offset=offset, limit=limit)
         with self._translating():
             return query.all()
 
@@ -309,7 +381,9 @@ class Store(Generic[ModelT]):
         """Order search results; the base orders by nothing."""
         return query
 
-    def _paginate(self, query: Query[ModelT], *, offset: int | None = None, limit: int | None = None) -> Query[ModelT]:
+    def _paginate(
+        self, query: Query[ModelT], *, offset: int | None = None, limit: int | None = None
+    ) -> Query[ModelT]:
         return query.offset(_non_negative("offset", offset)).limit(_non_negative("limit", limit))
 
     def _identifier(self, identifier: Any) -> Any:
@@ -320,6 +394,10 @@ class Store(Generic[ModelT]):
             return UUID(str(identifier))
         except ValueError:
             raise ModelNotFoundError(f"{self.model_name} not found") from None
+
+
+def _overrides(store: Store[Any], *names: str) -> bool:
+    return any(getattr(type(store), name) is not getattr(Store, name) for name in names)
 
 
 def _non_negative(name: str, value: Any) -> int | None:

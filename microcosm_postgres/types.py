@@ -1,4 +1,5 @@
 """Column types: `EnumType` and `Serial`."""
+
 from __future__ import annotations
 
 from enum import Enum

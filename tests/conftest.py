@@ -5,6 +5,7 @@ The driver comes from the environment like any microcosm config
 suite once per driver.
 
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

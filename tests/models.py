@@ -1,4 +1,5 @@
 """Throwaway models for the tests (they live on Model.metadata next to the example's)."""
+
 from __future__ import annotations
 
 from sqlalchemy import Column, FetchedValue, Integer, String

@@ -1,4 +1,5 @@
 """Connections killed by the server, between and in the middle of transactions."""
+
 from __future__ import annotations
 
 import time

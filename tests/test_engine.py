@@ -32,7 +32,9 @@ def test_naming_convention(testing: bool, read_only: bool, database: str, userna
 
 
 def test_explicit_names_win() -> None:
-    url = make_url(Metadata("example", testing=True), {"database_name": "other_db", "username": "bob", "read_only": True})
+    url = make_url(
+        Metadata("example", testing=True), {"database_name": "other_db", "username": "bob", "read_only": True}
+    )
     assert (url.database, url.username) == ("other_db", "bob")
 
 
@@ -78,8 +80,14 @@ def _captured_connect_params(**config: Any) -> dict[str, Any]:
     [
         ({}, {"sslmode": "prefer"}),
         ({"require_ssl": True}, {"sslmode": "require"}),
-        ({"verify_ssl": True, "ssl_cert_path": "/etc/ca.pem"}, {"sslmode": "verify-full", "sslrootcert": "/etc/ca.pem"}),
-        ({"require_ssl": True, "verify_ssl": True, "ssl_cert_path": "/ca"}, {"sslmode": "verify-full", "sslrootcert": "/ca"}),
+        (
+            {"verify_ssl": True, "ssl_cert_path": "/etc/ca.pem"},
+            {"sslmode": "verify-full", "sslrootcert": "/etc/ca.pem"},
+        ),
+        (
+            {"require_ssl": True, "verify_ssl": True, "ssl_cert_path": "/ca"},
+            {"sslmode": "verify-full", "sslrootcert": "/ca"},
+        ),
     ],
 )
 def test_ssl_arguments(config: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
 """Database faults become the same typed error on both drivers."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -70,9 +71,27 @@ def fault(session: Session, sql: str, **params: Any) -> PersistenceError:
         ("SELECT CAST(:value AS uuid)", {"value": "not-a-uuid"}, InvalidInputError, 400, "22P02"),
         ("INSERT INTO parent VALUES (3, :value)", {"value": "x" * 40}, InvalidInputError, 400, "22001"),
         ("INSERT INTO parent VALUES (:value, 'y')", {"value": 2**40}, InvalidInputError, 400, "22003"),
-        ("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40001'; END $$", {}, TransactionConflictError, 409, "40001"),
-        ("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40P01'; END $$", {}, TransactionConflictError, 409, "40P01"),
-        ("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '57014'; END $$", {}, QueryTimeoutError, 503, "57014"),
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40001'; END $$",
+            {},
+            TransactionConflictError,
+            409,
+            "40001",
+        ),
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40P01'; END $$",
+            {},
+            TransactionConflictError,
+            409,
+            "40P01",
+        ),
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '57014'; END $$",
+            {},
+            QueryTimeoutError,
+            503,
+            "57014",
+        ),
     ],
 )
 def test_faults_by_sqlstate(
@@ -107,7 +126,9 @@ def test_nul_byte_is_invalid_input_on_both_drivers(session: Session) -> None:
 def test_real_serialization_failure(graph: Any) -> None:
     """Two serializable transactions that read and write the same row: the second loses."""
     with graph.postgres.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS counter; CREATE TABLE counter (n int); INSERT INTO counter VALUES (0)"))
+        connection.execute(
+            text("DROP TABLE IF EXISTS counter; CREATE TABLE counter (n int); INSERT INTO counter VALUES (0)")
+        )
     first = graph.sessionmaker()
     second = graph.sessionmaker()
     try:

@@ -39,7 +39,10 @@ def test_schema_is_what_existing_services_have(graph: Any, context: SessionConte
     with graph.postgres.connect() as connection:
         constraints = set(
             connection.execute(
-                text("SELECT conname FROM pg_constraint WHERE conrelid IN ('company'::regclass, 'employee'::regclass)")
+                text(
+                    "SELECT conname FROM pg_constraint "
+                    "WHERE conrelid IN ('company'::regclass, 'employee'::regclass)"
+                )
             ).scalars()
         )
     # PostgreSQL's own default names, made explicit by the naming convention.
@@ -51,7 +54,10 @@ def test_schema_is_what_existing_services_have(graph: Any, context: SessionConte
     [
         (datetime(2024, 5, 1, 12, 0), datetime(2024, 5, 1, 12, 0)),  # naive: taken as UTC
         (datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc), datetime(2024, 5, 1, 12, 0)),
-        (datetime(2024, 5, 1, 17, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))), datetime(2024, 5, 1, 12, 0)),
+        (
+            datetime(2024, 5, 1, 17, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+            datetime(2024, 5, 1, 12, 0),
+        ),
     ],
     ids=["naive", "utc", "other-zone"],
 )
@@ -95,7 +101,10 @@ def test_serial_values_after_insert_and_delete(graph: Any, context: SessionConte
     assert third.number == 3  # the sequence is not reset by deletes
     with graph.postgres.connect() as connection:
         default = connection.execute(
-            text("SELECT column_default FROM information_schema.columns WHERE table_name='test_ticket' AND column_name='number'")
+            text(
+                "SELECT column_default FROM information_schema.columns "
+                "WHERE table_name = 'test_ticket' AND column_name = 'number'"
+            )
         ).scalar()
     assert default.startswith("nextval(")
 

@@ -13,6 +13,7 @@ inside a transaction: the transaction's earlier statements died with the old one
 the caller gets `DatabaseUnavailableError` and runs the transaction again.
 
 """
+
 from __future__ import annotations
 
 import logging

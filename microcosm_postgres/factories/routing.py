@@ -6,6 +6,7 @@ holding one engine. Today there is one strategy, `DefaultRouter` (always the
 without any change to stores or callers.
 
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol

@@ -1,4 +1,5 @@
 """The `sessionmaker` component: SQLAlchemy 2 sessions bound through an engine router."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,7 +29,9 @@ class RoutingSession(Session):
         return self.router.get_bind(mapper=mapper, clause=clause)
 
 
-def make_sessionmaker(router: EngineRouter, *, expire_on_commit: bool = False) -> sessionmaker[RoutingSession]:
+def make_sessionmaker(
+    router: EngineRouter, *, expire_on_commit: bool = False
+) -> sessionmaker[RoutingSession]:
     """A session factory whose sessions route through `router`.
 
     `expire_on_commit` defaults to False: instances keep their loaded values after a
