@@ -157,6 +157,7 @@ _INVALID_INPUT_CODES = {
     "22P05",  # untranslatable_character
 }
 _QUERY_CANCELED = "57014"
+_LOCK_NOT_AVAILABLE = "55P03"
 _CONFLICT_CODES = {"40001", "40P01"}
 _UNAVAILABLE_CODES = {
     "57P01",  # admin_shutdown
@@ -253,6 +254,12 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
         return InvalidInputError(
             f"The database refused a value{of} as invalid input (SQLSTATE {sqlstate}). "
             "Check the value's type, format and length.",
+            **details,
+        )
+    if sqlstate == _LOCK_NOT_AVAILABLE:
+        return QueryTimeoutError(
+            "A lock could not be taken before lock_timeout (SQLSTATE 55P03): another transaction "
+            "holds it. Finish or roll back that transaction, then try again.",
             **details,
         )
     if sqlstate == _QUERY_CANCELED:

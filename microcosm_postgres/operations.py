@@ -17,6 +17,7 @@ __all__ = [
     "drop_all",
     "new_session",
     "recreate_all",
+    "reset_all",
     "truncate_all",
 ]
 
@@ -48,8 +49,75 @@ def drop_all(graph: Any, model_cls: type[Any] = Model) -> None:
         model_cls.metadata.drop_all(graph.postgres)
 
 
+# Tables holding more rows than this are TRUNCATEd by reset_all; smaller ones are
+# DELETEd from, which is far cheaper for a handful of rows (TRUNCATE makes new files).
+_DELETE_ROW_LIMIT = 1000
+
+
+def reset_all(engine: Engine, metadata: MetaData, *, lock_timeout_ms: int = 10_000) -> None:
+    """Empty every table of `metadata` and restart their sequences, in one statement.
+
+    One DO block: tables with more than 1,000 rows go in one `TRUNCATE ... CASCADE`,
+    the rest are DELETEd from (children first); then every sequence the tables own
+    restarts. Measured on a durable server, 30 near-empty tables take about 1 ms this
+    way and 50-100 ms with TRUNCATE (see benchmarks/isolation_bench.py). A table locked
+    by another transaction fails after `lock_timeout_ms` rather than hanging.
+
+    Raises:
+        QueryTimeoutError: when a table stays locked past `lock_timeout_ms`.
+
+    """
+    tables = list(metadata.sorted_tables)
+    if not tables:
+        return
+    preparer = engine.dialect.identifier_preparer
+    # Children before parents, so plain DELETEs satisfy foreign keys.
+    names = [preparer.format_table(table) for table in reversed(tables)]
+    # No '%' anywhere in the block: psycopg2 would take it for a parameter marker.
+    array = "ARRAY[" + ", ".join("'" + name.replace("'", "''") + "'" for name in names) + "]::text[]"
+    block = f"""
+DO $microcosm_reset$
+DECLARE
+    tables text[] := {array};
+    big text[] := ARRAY[]::text[];
+    name text;
+    is_big boolean;
+    sequence regclass;
+BEGIN
+    PERFORM set_config('lock_timeout', '{int(lock_timeout_ms)}ms', true);
+    FOREACH name IN ARRAY tables LOOP
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM ' || name || ' OFFSET {_DELETE_ROW_LIMIT})' INTO is_big;
+        IF is_big THEN
+            big := big || name;
+        END IF;
+    END LOOP;
+    IF cardinality(big) > 0 THEN
+        EXECUTE 'TRUNCATE ' || array_to_string(big, ', ') || ' CASCADE';
+    END IF;
+    FOREACH name IN ARRAY tables LOOP
+        IF NOT name = ANY(big) THEN
+            EXECUTE 'DELETE FROM ' || name;
+        END IF;
+    END LOOP;
+    FOR sequence IN
+        SELECT d.objid::regclass FROM pg_depend d JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'S'
+        WHERE d.refobjid = ANY (SELECT t::regclass::oid FROM unnest(tables) AS t) AND d.deptype IN ('a', 'i')
+    LOOP
+        PERFORM setval(sequence, (SELECT seqstart FROM pg_sequence WHERE seqrelid = sequence), false);
+    END LOOP;
+END
+$microcosm_reset$"""
+    with engine.begin() as connection:
+        connection.exec_driver_sql(block)
+
+
 def truncate_all(engine: Engine, metadata: MetaData) -> None:
-    """Empty every table of `metadata` with one `TRUNCATE ... RESTART IDENTITY CASCADE`."""
+    """Empty every table of `metadata` with one `TRUNCATE ... RESTART IDENTITY CASCADE`.
+
+    Simple and right for big tables; for the near-empty tables of a test suite
+    `reset_all` is much faster on a durable server.
+
+    """
     tables = list(metadata.sorted_tables)
     if not tables:
         return
@@ -63,7 +131,8 @@ def recreate_all(graph: Any, model_cls: type[Any] = Model) -> None:
     """Give the database fresh, empty tables.
 
     The first call in a process for a database drops and creates the tables; later
-    calls empty them all with one TRUNCATE. No connection stays checked out.
+    calls empty them all with one statement (`reset_all`). No connection stays
+    checked out.
 
     Raises:
         DatabaseUnavailableError: when the database cannot be reached.
@@ -74,7 +143,7 @@ def recreate_all(graph: Any, model_cls: type[Any] = Model) -> None:
     with translating():
         if key in _created:
             try:
-                truncate_all(engine, metadata)
+                reset_all(engine, metadata)
                 return
             except ProgrammingError:
                 # Somebody dropped a table behind our back: start over.
