@@ -11,6 +11,7 @@ Targets: retrieve, search and count within 1.3x of the raw driver; create N rows
 one transaction within 1.6x.
 
 """
+
 from __future__ import annotations
 
 import argparse
@@ -126,7 +127,12 @@ def main() -> None:
             ("search (auto filter, limit)", raw_search, store_search, args.ops),
             ("count", raw_count, store_count, args.ops),
             ("create 1 per transaction", raw_create_one, store_create_one, args.ops),
-            ("create N in one transaction", raw_create_batch, store_create_batch, max(1, args.ops // args.batch)),
+            (
+                "create N in one transaction",
+                raw_create_batch,
+                store_create_batch,
+                max(1, args.ops // args.batch),
+            ),
         ]
         results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, *_ in workloads}
         for round_number in range(args.rounds + 1):
@@ -141,7 +147,9 @@ def main() -> None:
         raw.rollback()
         raw.close()
 
-    print(f"driver: {graph.postgres.dialect.driver}   rounds: {args.rounds}   ops/round: {args.ops}   batch: {args.batch}")
+    print(
+        f"driver: {graph.postgres.dialect.driver}   rounds: {args.rounds}   ops/round: {args.ops}   batch: {args.batch}"
+    )
     print(f"{'workload':<30} {'raw us/op':>10} {'store us/op':>12} {'ratio':>7} {'target':>7}")
     for name, (raw_times, store_times) in results.items():
         raw_us, store_us = statistics.median(raw_times), statistics.median(store_times)

@@ -36,6 +36,4 @@ class Version(dict[str, Any]):
         super().__init__({attr.key: getattr(instance, attr.key) for attr in mapper.column_attrs})
 
     def __sub__(self, other: Version) -> Delta:
-        return Delta(
-            {key: Change(other.get(key), value) for key, value in self.items() if other.get(key) != value}
-        )
+        return Delta({key: Change(other.get(key), value) for key, value in self.items() if other.get(key) != value})

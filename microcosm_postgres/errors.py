@@ -233,8 +233,7 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
     if sqlstate == _FOREIGN_KEY_VIOLATION:
         if _is_delete(error):
             return ReferencedModelError(
-                f"{subject} is still referenced by other rows{where}. "
-                "Delete or re-point the referencing rows first.",
+                f"{subject} is still referenced by other rows{where}. Delete or re-point the referencing rows first.",
                 **details,
             )
         return MissingDependencyError(
@@ -289,9 +288,7 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
             "persists, check that the server is up and postgres.host/port are right.",
             **details,
         )
-    refused_in_statement = isinstance(error, sa_exc.StatementError) and isinstance(
-        orig, (ValueError, TypeError)
-    )
+    refused_in_statement = isinstance(error, sa_exc.StatementError) and isinstance(orig, (ValueError, TypeError))
     if (data_error and sqlstate is None) or refused_in_statement:
         # Refused by the driver or a column type before the server saw it (a NUL byte, ...).
         return InvalidInputError(

@@ -26,6 +26,7 @@ from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import DatabaseUnavailableError
 from microcosm_postgres.models import EntityMixin, Model
 from microcosm_postgres.store import Store
+from microcosm_postgres.testing.database import TestDatabaseError, ensure_test_database, test_server
 from microcosm_postgres.types import EnumType
 
 __all__ = [
@@ -88,25 +89,34 @@ class EmployeeStore(Store[Employee]):
 
 
 def main() -> int:
-    """Run the README usage; print the company count. Exit 1 when the database is unreachable."""
+    """Run the README usage and print the company count.
+
+    Uses the configured server, or a throwaway one when none answers (see
+    `microcosm_postgres.testing.database`), creating the example role and database when
+    they are missing. Exits 1, saying what to do, when neither works.
+
+    """
+    try:
+        with test_server("example") as server:
+            print(f"Using PostgreSQL at {server.host}:{server.port} ({server.source})")
+            ensure_test_database("example", server)
+            return _usage()
+    except (TestDatabaseError, DatabaseUnavailableError) as error:
+        print(f"Could not run the example: {error}", file=sys.stderr)
+        return 1
+
+
+def _usage() -> int:
     graph: Any = create_object_graph(name="example", testing=True)
     [company_store] = graph.use("company_store")
-    url = graph.postgres.url
     try:
         with SessionContext(graph) as context:
             context.recreate_all()
             with transaction():
                 company_store.create(Company(name="Acme"))
             print(company_store.count())
-    except DatabaseUnavailableError as error:
-        print(
-            f"Could not reach PostgreSQL at {url.host}:{url.port}, database {url.database!r}, "
-            f"user {url.username!r}: {error}\n"
-            f"Create them with:\n  createuser {url.username}\n  createdb -O {url.username} {url.database}\n"
-            "or point EXAMPLE__POSTGRES__HOST / __PORT / __DATABASE_NAME / __USERNAME elsewhere.",
-            file=sys.stderr,
-        )
-        return 1
+    finally:
+        graph.postgres.dispose()
     return 0
 
 

@@ -95,9 +95,7 @@ class PrimaryKeyMixin:
 
     id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=new_object_id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=_utcnow, onupdate=_utcnow, nullable=False
-    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow, nullable=False)
 
     def new_timestamp(self) -> datetime:
         """The current time, in the form this mixin stores."""

@@ -109,9 +109,7 @@ class Store(Generic[ModelT]):
         self._primary_key = mapper.primary_key[0]
         self._id_is_uuid = isinstance(self._primary_key.type, Uuid)
         self._plain_retrieve = not _overrides(self, "_query", "_retrieve")
-        self._plain_search = not _overrides(
-            self, "_query", "_filter", "_auto_filter", "_order_by", "_paginate"
-        )
+        self._plain_search = not _overrides(self, "_query", "_filter", "_auto_filter", "_order_by", "_paginate")
         self._statements: dict[Any, Select[Any]] = {}
         _stores.setdefault(graph, {}).setdefault(model_class, self)
 
@@ -276,11 +274,7 @@ class Store(Generic[ModelT]):
         """The auto-filter values to bind, when no hook could change the query; else None."""
         if not self._plain_search:
             return None
-        return {
-            key: value
-            for key, value in filters.items()
-            if value is not None and key in self.auto_filter_fields
-        }
+        return {key: value for key, value in filters.items() if value is not None and key in self.auto_filter_fields}
 
     @staticmethod
     def _paged(statement: Select[Any], shape: tuple[Any, ...]) -> Select[Any]:
@@ -307,14 +301,10 @@ class Store(Generic[ModelT]):
             keys = tuple(sorted(plain))
             statement = self._statement(
                 ("count", keys),
-                lambda: self._filtered(
-                    select(func.count(self._primary_key)).select_from(self.model_class), keys
-                ),
+                lambda: self._filtered(select(func.count(self._primary_key)).select_from(self.model_class), keys),
             )
             with self._translating():
-                return int(
-                    self.session.execute(statement, {f"filter_{k}": plain[k] for k in keys}).scalar() or 0
-                )
+                return int(self.session.execute(statement, {f"filter_{k}": plain[k] for k in keys}).scalar() or 0)
         query = self._filter(self._query(*criteria), **filters)
         with self._translating():
             if query._group_by_clauses or query._distinct:
@@ -381,9 +371,7 @@ class Store(Generic[ModelT]):
         """Order search results; the base orders by nothing."""
         return query
 
-    def _paginate(
-        self, query: Query[ModelT], *, offset: int | None = None, limit: int | None = None
-    ) -> Query[ModelT]:
+    def _paginate(self, query: Query[ModelT], *, offset: int | None = None, limit: int | None = None) -> Query[ModelT]:
         return query.offset(_non_negative("offset", offset)).limit(_non_negative("limit", limit))
 
     def _identifier(self, identifier: Any) -> Any:

@@ -17,6 +17,8 @@ from microcosm.api import create_object_graph, load_each, load_from_dict, load_f
 import microcosm_postgres.example  # noqa: F401 - binds company_store / employee_store
 from microcosm_postgres.context import SessionContext
 
+pytest_plugins = ["pytester"]
+
 
 def make_graph(**postgres: Any) -> Any:
     """A testing graph for the example service, with `postgres` config overrides."""

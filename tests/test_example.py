@@ -22,7 +22,18 @@ def test_example_runs_the_readme_usage() -> None:
 
 
 def test_example_explains_an_unreachable_database() -> None:
-    result = run_example(EXAMPLE__POSTGRES__PORT="1", EXAMPLE__POSTGRES__ENGINE_RETRIES="0")
+    result = run_example(
+        EXAMPLE__POSTGRES__PORT="1",
+        EXAMPLE__POSTGRES__ENGINE_RETRIES="0",
+        MICROCOSM_POSTGRES_TEST_SERVER="configured",  # no throwaway fallback
+    )
     assert result.returncode == 1
     assert "localhost:1" in result.stderr and "'example_test_db'" in result.stderr
     assert "createdb -O example example_test_db" in result.stderr
+
+
+def test_example_falls_back_to_a_throwaway_server() -> None:
+    result = run_example(EXAMPLE__POSTGRES__PORT="1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "throwaway server from" in lines[0] and lines[-1] == "1"

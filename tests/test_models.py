@@ -39,10 +39,7 @@ def test_schema_is_what_existing_services_have(graph: Any, context: SessionConte
     with graph.postgres.connect() as connection:
         constraints = set(
             connection.execute(
-                text(
-                    "SELECT conname FROM pg_constraint "
-                    "WHERE conrelid IN ('company'::regclass, 'employee'::regclass)"
-                )
+                text("SELECT conname FROM pg_constraint WHERE conrelid IN ('company'::regclass, 'employee'::regclass)")
             ).scalars()
         )
     # PostgreSQL's own default names, made explicit by the naming convention.

@@ -152,9 +152,7 @@ def test_search_count_filters_and_pagination(gadgets: Store[Any]) -> None:
 
 
 @pytest.mark.parametrize(("offset", "limit"), [(-1, None), (None, -1), ("1", None), (None, 1.5)])
-def test_bad_pagination_sends_no_sql(
-    gadgets: Store[Any], statements: list[str], offset: Any, limit: Any
-) -> None:
+def test_bad_pagination_sends_no_sql(gadgets: Store[Any], statements: list[str], offset: Any, limit: Any) -> None:
     statements.clear()
     with pytest.raises(InvalidInputError) as raised:
         gadgets.search(offset=offset, limit=limit)

@@ -29,9 +29,7 @@ class RoutingSession(Session):
         return self.router.get_bind(mapper=mapper, clause=clause)
 
 
-def make_sessionmaker(
-    router: EngineRouter, *, expire_on_commit: bool = False
-) -> sessionmaker[RoutingSession]:
+def make_sessionmaker(router: EngineRouter, *, expire_on_commit: bool = False) -> sessionmaker[RoutingSession]:
     """A session factory whose sessions route through `router`.
 
     `expire_on_commit` defaults to False: instances keep their loaded values after a

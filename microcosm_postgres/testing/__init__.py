@@ -1,0 +1,1 @@
+"""Testing support: throwaway servers, per-test isolation, and the pytest plugin."""

@@ -1,0 +1,263 @@
+"""The pytest plugin, provisioning and the throwaway server, exercised for real."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from microcosm_postgres.errors import DatabaseUnavailableError, sqlstate_of
+from microcosm_postgres.provision import admin_url_for, provision
+from microcosm_postgres.testing.server import TemporaryServer, is_listening
+
+INI = """
+[pytest]
+microcosm_postgres_service = example
+filterwarnings = error
+"""
+
+PROJECT_TESTS = """
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from microcosm_postgres.context import SessionContext, transaction
+from microcosm_postgres.example import Company
+
+
+def test_create(postgres_graph):
+    with transaction():
+        postgres_graph.company_store.create(Company(name="Acme"))
+    assert postgres_graph.company_store.count() == 1
+
+
+def test_sees_no_rows_of_the_previous_test(postgres_graph):
+    assert postgres_graph.company_store.count() == 0
+    with transaction():
+        postgres_graph.company_store.create(Company(name="Acme"))  # no duplicate: the row is gone
+
+
+def test_nested_rollback_inside_the_fixture(postgres_graph):
+    store = postgres_graph.company_store
+    with transaction():
+        store.create(Company(name="kept"))
+        with pytest.raises(ZeroDivisionError), transaction():
+            store.create(Company(name="dropped"))
+            1 / 0
+    assert [company.name for company in store.search()] == ["kept"]
+
+
+@pytest.mark.postgres_commit
+def test_really_commits(postgres_graph):
+    with transaction():
+        postgres_graph.company_store.create(Company(name="Committed"))
+    seen = []
+
+    def other_thread():
+        with SessionContext(postgres_graph):
+            seen.append(postgres_graph.company_store.count())
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert seen == [1]
+
+
+def test_after_the_committing_test(postgres_graph):
+    assert postgres_graph.company_store.count() == 0
+"""
+
+
+def company_rows(database: str = "example_test_db") -> int:
+    engine = create_engine(f"postgresql+psycopg2://example@localhost/{database}", poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT count(*) FROM company")).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_project=PROJECT_TESTS)
+    return pytester
+
+
+def test_fixtures_isolate_tests_and_leave_nothing_behind(project: pytest.Pytester) -> None:
+    result = project.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+    assert company_rows() == 0
+
+
+def test_pytest_xdist_gives_each_worker_its_own_database(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_worker="""
+import os
+
+def test_database_name(postgres_graph):
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    assert postgres_graph.postgres.url.database == "example_test_db_" + worker
+"""
+    )
+    result = project.runpytest_subprocess("-n", "2")
+    result.assert_outcomes(passed=6)
+
+
+@pytest.fixture
+def throwaway_name() -> Iterator[str]:
+    """A service name whose roles and databases are dropped afterwards."""
+    name = "mp_prov'o\"q"
+    yield name
+    _drop(name)
+
+
+def _admin() -> Any:
+    return create_engine(admin_url_for(), poolclass=NullPool, isolation_level="AUTOCOMMIT")
+
+
+def _drop(name: str) -> None:
+    engine = _admin()
+    try:
+        with engine.connect() as connection:
+            quote = connection.dialect.identifier_preparer.quote_identifier
+            for database in (f"{name}_db", f"{name}_test_db"):
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote(database)}")
+            for role in (f"{name}_ro", name):
+                connection.exec_driver_sql(f"DROP ROLE IF EXISTS {quote(role)}")
+    finally:
+        engine.dispose()
+
+
+def _connect_as(role: str, database: str, password: str | None = None) -> Any:
+    url = URL.create("postgresql+psycopg2", username=role, password=password, host="localhost", database=database)
+    return create_engine(url, poolclass=NullPool)
+
+
+def test_provisioning_is_idempotent_and_quotes_names(throwaway_name: str) -> None:
+    first = provision(throwaway_name, testing=True)
+    assert first.roles == [throwaway_name] and first.databases == [f"{throwaway_name}_test_db"]
+    second = provision(throwaway_name, testing=True)
+    assert (second.roles, second.databases, second.grants) == ([], [], [])
+    assert "nothing to do" in str(second)
+    engine = _connect_as(throwaway_name, f"{throwaway_name}_test_db")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT current_user")).scalar() == throwaway_name
+    engine.dispose()
+
+
+def test_production_role_gets_a_password_and_read_only_role_only_reads(throwaway_name: str) -> None:
+    provision(throwaway_name, password="correct horse", read_only_role=True, read_only_password="reader pw")
+    database = f"{throwaway_name}_db"
+    admin = _admin()
+    with admin.connect() as connection:
+        hashes = dict(
+            connection.execute(
+                text("SELECT rolname, rolpassword FROM pg_authid WHERE rolname IN (:a, :b)"),
+                {"a": throwaway_name, "b": f"{throwaway_name}_ro"},
+            ).all()
+        )
+    admin.dispose()
+    assert all(value and value.startswith("SCRAM-SHA-256$") for value in hashes.values()), hashes
+    owner = _connect_as(throwaway_name, database)
+    with owner.begin() as connection:
+        connection.execute(text("CREATE TABLE later (n int)"))  # created after the grants
+        connection.execute(text("INSERT INTO later VALUES (1)"))
+    owner.dispose()
+    reader = _connect_as(f"{throwaway_name}_ro", database)
+    with reader.connect() as connection:
+        assert connection.execute(text("SELECT n FROM later")).scalar() == 1
+    with reader.connect() as connection, pytest.raises(DBAPIError) as refused:
+        connection.execute(text("INSERT INTO later VALUES (2)"))
+    assert sqlstate_of(refused.value) == "42501"  # insufficient_privilege
+    reader.dispose()
+
+
+def test_provision_command(throwaway_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from microcosm_postgres.__main__ import main
+
+    assert main(["provision", "--name", throwaway_name, "--testing"]) == 0
+    assert f"created database {throwaway_name}_test_db" in capsys.readouterr().out
+    assert main(["provision", "--name", throwaway_name, "--testing"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main([]) == 2
+
+
+def test_provision_without_a_server_is_a_typed_error() -> None:
+    with pytest.raises(DatabaseUnavailableError):
+        provision("nobody", admin_url=admin_url_for("127.0.0.1", 1))
+
+
+def test_throwaway_server_is_started_and_removed_even_after_a_failure(project: pytest.Pytester, tmp_path: Path) -> None:
+    report = tmp_path / "server.json"
+    project.makepyfile(
+        test_server=f"""
+import json
+
+def test_uses_the_throwaway_server(postgres_server, postgres_graph):
+    with open({str(report)!r}, "w") as out:
+        json.dump({{"host": postgres_server.host, "port": postgres_server.port,
+                   "source": postgres_server.source}}, out)
+    assert postgres_graph.postgres.url.port == postgres_server.port != 5432
+    assert postgres_graph.company_store.count() == 0
+
+def test_that_fails(postgres_graph):
+    assert False, "deliberately failing"
+"""
+    )
+    result = project.runpytest_subprocess(
+        "test_server.py",
+        "test_project.py",
+        "-p",
+        "no:cacheprovider",
+        "--postgres-server",
+        "temporary",
+    )
+    result.assert_outcomes(passed=6, failed=1)
+    server = json.loads(report.read_text())
+    assert server["source"].startswith("throwaway server from")
+    assert not is_listening(server["host"], server["port"])
+    assert not [path for path in Path("/tmp").glob("microcosm-postgres-*") if _owned_by_server(path, server)]
+
+
+def _owned_by_server(path: Path, server: dict[str, Any]) -> bool:
+    return (path / "sockets" / f".s.PGSQL.{server['port']}").exists()
+
+
+def test_throwaway_server_directly() -> None:
+    server = TemporaryServer.start()
+    try:
+        engine = create_engine(server.admin_url, poolclass=NullPool)
+        with engine.connect() as connection:
+            settings = connection.execute(
+                text(
+                    "SELECT current_setting('fsync'), current_setting('synchronous_commit'), "
+                    "current_setting('full_page_writes')"
+                )
+            ).one()
+        engine.dispose()
+        assert tuple(settings) == ("off", "off", "off")
+    finally:
+        server.stop()
+    assert not server.directory.exists()
+    assert not is_listening(server.host, server.port)
+    server.stop()  # idempotent
+
+
+def test_server_mode_from_the_environment_is_validated(project: pytest.Pytester) -> None:
+    os.environ["MICROCOSM_POSTGRES_TEST_SERVER"] = "sometimes"
+    try:
+        result = project.runpytest("test_project.py::test_create")
+    finally:
+        del os.environ["MICROCOSM_POSTGRES_TEST_SERVER"]
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*MICROCOSM_POSTGRES_TEST_SERVER must be one of*"])
