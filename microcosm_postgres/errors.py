@@ -25,6 +25,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DuplicateModelError",
     "InvalidInputError",
+    "MigrationsBehindError",
     "MissingDependencyError",
     "ModelIntegrityError",
     "ModelNotFoundError",
@@ -136,6 +137,12 @@ class DatabaseUnavailableError(PersistenceError):
 
     status_code = 503
     retryable = True
+
+
+class MigrationsBehindError(PersistenceError):
+    """The database's revision is not the code's head revision (503): run `upgrade head`."""
+
+    status_code = 503
 
 
 class SessionNotOpenError(PersistenceError, RuntimeError):

@@ -34,19 +34,28 @@ def _key(engine: Engine, metadata: MetaData) -> tuple[str, int, frozenset[str]]:
 def create_all(graph: Any, model_cls: type[Any] = Model) -> None:
     """Create the tables of `model_cls.metadata` that do not exist yet.
 
+    When the service has migrations, the database is then stamped with the head
+    revision, so Alembic cannot tell it from one built by `upgrade head`.
+
     Raises:
         DatabaseUnavailableError: when the database cannot be reached.
 
     """
+    from microcosm_postgres.migrate import head_revision, stamp
+
     with translating():
         model_cls.metadata.create_all(graph.postgres)
+        if head_revision(graph, model_cls) is not None:
+            stamp(graph, "head", model_cls)
 
 
 def drop_all(graph: Any, model_cls: type[Any] = Model) -> None:
-    """Drop the tables of `model_cls.metadata`."""
+    """Drop the tables of `model_cls.metadata`, and Alembic's version table."""
     _created.discard(_key(graph.postgres, model_cls.metadata))
     with translating():
         model_cls.metadata.drop_all(graph.postgres)
+        with graph.postgres.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
 
 
 # Tables holding more rows than this are TRUNCATEd by reset_all; smaller ones are
@@ -148,8 +157,8 @@ def recreate_all(graph: Any, model_cls: type[Any] = Model) -> None:
             except ProgrammingError:
                 # Somebody dropped a table behind our back: start over.
                 _created.discard(key)
-        metadata.drop_all(engine)
-        metadata.create_all(engine)
+    drop_all(graph, model_cls)
+    create_all(graph, model_cls)
     _created.add(key)
 
 

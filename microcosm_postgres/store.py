@@ -34,6 +34,7 @@ from microcosm_postgres.errors import (
     translating,
 )
 from microcosm_postgres.identifiers import new_object_id
+from microcosm_postgres.metrics import postgres_metric_timing, store_metrics_for
 
 __all__ = [
     "Store",
@@ -111,6 +112,7 @@ class Store(Generic[ModelT]):
         self._plain_retrieve = not _overrides(self, "_query", "_retrieve")
         self._plain_search = not _overrides(self, "_query", "_filter", "_auto_filter", "_order_by", "_paginate")
         self._statements: dict[Any, Select[Any]] = {}
+        self._metrics = store_metrics_for(graph)
         _stores.setdefault(graph, {}).setdefault(model_class, self)
 
     @property
@@ -159,6 +161,7 @@ class Store(Generic[ModelT]):
                 session.rollback()
             raise
 
+    @postgres_metric_timing()
     def create(self, instance: ModelT) -> ModelT:
         """Insert `instance` (assigning an `id` when it has none) and return it.
 
@@ -174,6 +177,7 @@ class Store(Generic[ModelT]):
             session.add(instance)
         return instance
 
+    @postgres_metric_timing()
     def update(self, identifier: Any, new_instance: ModelT) -> ModelT:
         """Copy the attributes set on `new_instance` onto the stored row, and return the row.
 
@@ -185,6 +189,7 @@ class Store(Generic[ModelT]):
         instance, _ = self._update(identifier, new_instance, diff=False)
         return instance
 
+    @postgres_metric_timing()
     def update_with_diff(self, identifier: Any, new_instance: ModelT) -> tuple[ModelT, Delta]:
         """`update`, also returning the `Delta` of the columns that changed."""
         instance, delta = self._update(identifier, new_instance, diff=True)
@@ -199,6 +204,7 @@ class Store(Generic[ModelT]):
                 instance.updated_at = instance.new_timestamp()
         return instance, (Version(instance) - before if before is not None else None)
 
+    @postgres_metric_timing()
     def replace(self, identifier: Any, new_instance: ModelT) -> ModelT:
         """Update the row with this identifier, or create it (with this id) when missing."""
         try:
@@ -221,6 +227,7 @@ class Store(Generic[ModelT]):
             setattr(instance, attr.key, state.dict[attr.key])
         return instance
 
+    @postgres_metric_timing()
     def delete(self, identifier: Any) -> bool:
         """Delete the row with this identifier with one DELETE; return True.
 
@@ -244,6 +251,7 @@ class Store(Generic[ModelT]):
 
     # --- reads ------------------------------------------------------------------
 
+    @postgres_metric_timing()
     def retrieve(self, identifier: Any, *criteria: Any) -> ModelT:
         """The row with this identifier (and matching `criteria`).
 
@@ -294,6 +302,7 @@ class Store(Generic[ModelT]):
             raise ModelNotFoundError(f"{self.model_name} not found")
         return instance
 
+    @postgres_metric_timing()
     def count(self, *criteria: Any, **filters: Any) -> int:
         """How many rows match `criteria` and `filters` (see `search`)."""
         plain = None if criteria else self._plain_filters(filters)
@@ -312,6 +321,7 @@ class Store(Generic[ModelT]):
             # count(pk) over the same FROM/JOIN/WHERE: what Query.count() counts, minus its subquery.
             return int(query.with_entities(func.count(self._primary_key)).order_by(None).scalar() or 0)
 
+    @postgres_metric_timing()
     def search(
         self,
         *criteria: Any,
@@ -345,6 +355,7 @@ class Store(Generic[ModelT]):
         with self._translating():
             return query.all()
 
+    @postgres_metric_timing()
     def search_first(self, *criteria: Any, **filters: Any) -> ModelT | None:
         """The first row `search` would return, or None."""
         results = self.search(*criteria, offset=0, limit=1, **filters)

@@ -74,7 +74,7 @@ logger = logging.getLogger(__name__)
     verify_ssl=typed(bool, default_value=False),
     # Root certificate file used by verify_ssl (libpq's sslrootcert).
     ssl_cert_path=typed(str, default_value=None),
-    # Seconds libpq waits to establish a connection.
+    # Seconds libpq waits to establish a connection; also bounds all retries of one connect.
     connect_timeout=typed(int, default_value=5),
     # Milliseconds after which the server cancels a statement (QueryTimeoutError); None no limit.
     statement_timeout=typed(int, default_value=None),
@@ -179,7 +179,12 @@ def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
         pool_recycle=settings["pool_recycle"],
         pool_pre_ping=settings["pool_pre_ping"],
     )
-    _retry_connects(engine, retries=settings["engine_retries"], interval=settings["engine_retry_interval"])
+    _retry_connects(
+        engine,
+        retries=settings["engine_retries"],
+        interval=settings["engine_retry_interval"],
+        budget=settings["connect_timeout"],
+    )
     event.listen(engine, "checkout", _discard_if_server_closed)
     event.listen(engine, "handle_error", _wrap_driver_value_errors)
     return engine
@@ -200,22 +205,25 @@ def _wrap_driver_value_errors(context: Any) -> Exception | None:
     return None
 
 
-def _retry_connects(engine: Engine, *, retries: int, interval: int) -> None:
+def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: float) -> None:
     """Open new DBAPI connections with `retries` extra attempts, `interval` ms apart.
 
-    Connection failures carry no SQLSTATE on either driver, so every OperationalError
-    at connect time is retried (a wrong database name therefore fails after
-    `retries * interval` ms rather than at once).
+    No new attempt starts once `budget` seconds (connect_timeout) have passed since
+    the first, so a health check against a host that drops packets fails in about
+    twice connect_timeout, not `retries` times it. Connection failures carry no
+    SQLSTATE on either driver, so every OperationalError at connect time is retried
+    (a wrong database name therefore fails after the retries rather than at once).
 
     """
 
     @event.listens_for(engine, "do_connect")
     def connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + budget
         for attempt in range(retries + 1):
             try:
                 return dialect.connect(*cargs, **cparams)
             except dialect.loaded_dbapi.OperationalError:
-                if attempt >= retries:
+                if attempt >= retries or time.monotonic() + interval / 1000 > deadline:
                     raise
                 logger.warning(
                     "Connecting to %s failed (attempt %d of %d); retrying in %d ms",

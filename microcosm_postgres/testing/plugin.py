@@ -15,8 +15,9 @@ then use the fixtures:
 Fixtures:
     postgres_server         (session) the server used: the configured one when it answers,
                             else a throwaway one (see `--postgres-server`).
-    postgres_session_graph  (session) the service's testing graph; its role, database and
-                            tables are created once per test session when missing.
+    postgres_session_graph  (session) the service's testing graph; its role and database
+                            are created when missing, and its tables once per test session
+                            (by `upgrade head` when the service has migrations).
     postgres_graph          (function) that graph with a SessionContext open in which the
                             test runs inside an outer transaction rolled back at the end.
                             Tests marked `@pytest.mark.postgres_commit` really commit
@@ -37,7 +38,8 @@ import pytest
 from microcosm.api import create_object_graph
 
 from microcosm_postgres.factories.engine import database_name_for, username_for
-from microcosm_postgres.operations import recreate_all
+from microcosm_postgres.migrate import head_revision, upgrade
+from microcosm_postgres.operations import drop_all, recreate_all
 from microcosm_postgres.provision import clone_database
 from microcosm_postgres.testing.database import (
     MODES,
@@ -123,7 +125,11 @@ def postgres_session_graph(postgres_server: PostgresServer, postgres_service_nam
             clone_database(postgres_server.admin_url, database, worker_database, owner)
             patch.setenv(f"{env_prefix(name)}__POSTGRES__DATABASE_NAME", worker_database)
         graph: Any = create_object_graph(name=name, testing=True)
-        recreate_all(graph)
+        if head_revision(graph) is not None:
+            drop_all(graph)
+            upgrade(graph)  # the service's own migrations build the schema
+        else:
+            recreate_all(graph)
         try:
             yield graph
         finally:

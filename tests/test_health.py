@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from microcosm_postgres import migrate
+from microcosm_postgres.context import SessionContext
+from microcosm_postgres.errors import DatabaseUnavailableError, MigrationsBehindError
+from microcosm_postgres.health import (
+    check_alembic,
+    check_health,
+    check_migrations,
+    get_current_head_version,
+    migration_status,
+)
+from microcosm_postgres.operations import drop_all
+from tests.conftest import make_graph
+from tests.test_migrate import DATABASES, models
+from tests.test_migrate import make_graph as make_migration_graph
+
+SENTINEL = "h3alth-Pa55word"
+
+
+def test_check_health_up(graph: Any) -> None:
+    assert "is answering" in check_health(graph)  # no session open: a short-lived one
+    with SessionContext(graph):
+        assert "example_test_db" in check_health(graph)
+    assert graph.postgres.pool.checkedout() == 0
+
+
+def test_check_health_down_is_quick_typed_and_hides_the_password() -> None:
+    graph = make_graph(port=1, connect_timeout=2, password=SENTINEL)
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        check_health(graph)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2 * 2 + 1  # bounded by connect_timeout, retries included
+    message = str(raised.value)
+    assert "localhost:1" in message and "'example_test_db'" in message
+    assert SENTINEL not in message and SENTINEL not in str(raised.value.__cause__)
+    assert raised.value.status_code == 503
+
+
+@pytest.fixture
+def migration_graph(tmp_path: Path) -> Any:
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    graph = make_migration_graph(directory, DATABASES[0])
+    drop_all(graph, models(2))
+    yield graph
+    drop_all(graph, models(2))
+    graph.postgres.dispose()
+
+
+def test_migration_checks(migration_graph: Any) -> None:
+    graph = migration_graph
+    assert check_migrations(graph) == "no migrations"
+    migrate.main(graph, "--raiseerr", "revision", "--autogenerate", "-m", "v1", model_cls=models(1))
+    head = get_current_head_version(graph)
+    assert head is not None and check_alembic(graph) is None
+    with pytest.raises(MigrationsBehindError, match=head) as raised:
+        check_migrations(graph)
+    assert raised.value.status_code == 503 and migration_status(graph).behind
+    migrate.upgrade(graph, model_cls=models(1))
+    assert check_alembic(graph) == head
+    assert head in check_migrations(graph) and not migration_status(graph).behind

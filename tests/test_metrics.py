@@ -1,0 +1,91 @@
+"""Store metrics through a real statsd client to a UDP listener on this machine."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
+
+from microcosm_postgres.context import SessionContext, transaction
+from microcosm_postgres.errors import ModelNotFoundError
+from microcosm_postgres.example import Company
+from microcosm_postgres.metrics import SQLExecutionStatus
+from microcosm_postgres.operations import recreate_all
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    yield sock
+    sock.close()
+
+
+def received(sock: socket.socket, wait: float = 1.0) -> list[str]:
+    """Every `store` metric line received within `wait` seconds."""
+    lines: list[str] = []
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            packet = sock.recv(65535).decode()
+        except TimeoutError:
+            continue
+        lines += [line for line in packet.splitlines() if line.startswith("store:")]
+    return lines
+
+
+def service_graph(port: int, **extra: Any) -> Any:
+    config = {
+        "postgres": {"database_name": "example_test_db"},
+        "metrics": {"host": "127.0.0.1", "port": port},
+        **extra,
+    }
+    # testing=False: microcosm-metrics swaps in a mock client for testing graphs.
+    return create_object_graph(
+        name="example", testing=False, loader=load_each(load_from_environ, load_from_dict(config))
+    )
+
+
+def tags(line: str) -> set[str]:
+    return set(line.split("|#", 1)[1].split(","))
+
+
+def test_store_calls_are_timed_with_tags(listener: socket.socket) -> None:
+    graph = service_graph(listener.getsockname()[1])
+    recreate_all(graph)
+    store = graph.company_store
+    with SessionContext(graph):
+        with transaction():
+            company = store.create(Company(name="Acme"))
+        with pytest.raises(ModelNotFoundError):
+            store.retrieve(uuid4())
+        with transaction():
+            store.update(company.id, Company(name="Acme 2"))  # retrieves inside: recorded once
+    lines = received(listener)
+    graph.postgres.dispose()
+    common = {"source:microcosm-postgres", "model_name:Company"}
+    assert [line.split(":", 1)[1].split("|")[1] for line in lines] == ["h", "h", "h"]
+    assert tags(lines[0]) >= common | {"action:create", f"result:{SQLExecutionStatus.SUCCESS.value}"}
+    assert tags(lines[1]) >= common | {"action:retrieve", "result:FAILURE"}
+    assert tags(lines[2]) >= common | {"action:update", "result:SUCCESS"}
+    assert all(float(line.split(":", 1)[1].split("|")[0]) > 0 for line in lines)
+
+
+def test_nothing_is_recorded_when_disabled(listener: socket.socket) -> None:
+    graph = service_graph(listener.getsockname()[1], postgres_store_metrics={"enabled": False})
+    recreate_all(graph)
+    with SessionContext(graph):
+        assert graph.company_store.count() == 0
+    assert received(listener, wait=0.5) == []
+    assert graph.company_store._metrics is None
+    graph.postgres.dispose()
+
+
+def test_localhost_or_testing_metrics_cost_nothing(graph: Any) -> None:
+    assert graph.company_store._metrics is None  # testing graph: metrics host is localhost
