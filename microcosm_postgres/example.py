@@ -93,30 +93,39 @@ def main() -> int:
 
     Uses the configured server, or a throwaway one when none answers (see
     `microcosm_postgres.testing.database`), creating the example role and database when
-    they are missing. Exits 1, saying what to do, when neither works.
+    they are missing. Exits 1, saying where it tried and what to do, when neither works.
 
     """
     try:
         with test_server("example") as server:
             print(f"Using PostgreSQL at {server.host}:{server.port} ({server.source})")
-            ensure_test_database("example", server)
-            return _usage()
-    except (TestDatabaseError, DatabaseUnavailableError) as error:
+            graph: Any = create_object_graph(name="example", testing=True)
+            url = graph.postgres.url
+            try:
+                ensure_test_database("example", server)
+                return _usage(graph)
+            except DatabaseUnavailableError as error:
+                print(
+                    f"Could not reach PostgreSQL at {url.host}:{url.port}, database {url.database!r}, "
+                    f"user {url.username!r}: {error}\nCreate them with `createuser {url.username}` and "
+                    f"`createdb -O {url.username} {url.database}`, or set EXAMPLE__POSTGRES__HOST / __PORT.",
+                    file=sys.stderr,
+                )
+                return 1
+            finally:
+                graph.postgres.dispose()
+    except TestDatabaseError as error:
         print(f"Could not run the example: {error}", file=sys.stderr)
         return 1
 
 
-def _usage() -> int:
-    graph: Any = create_object_graph(name="example", testing=True)
+def _usage(graph: Any) -> int:
     [company_store] = graph.use("company_store")
-    try:
-        with SessionContext(graph) as context:
-            context.recreate_all()
-            with transaction():
-                company_store.create(Company(name="Acme"))
-            print(company_store.count())
-    finally:
-        graph.postgres.dispose()
+    with SessionContext(graph) as context:
+        context.recreate_all()
+        with transaction():
+            company_store.create(Company(name="Acme"))
+        print(company_store.count())
     return 0
 
 

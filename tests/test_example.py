@@ -28,7 +28,8 @@ def test_example_explains_an_unreachable_database() -> None:
         MICROCOSM_POSTGRES_TEST_SERVER="configured",  # no throwaway fallback
     )
     assert result.returncode == 1
-    assert "localhost:1" in result.stderr and "'example_test_db'" in result.stderr
+    host = os.environ.get("EXAMPLE__POSTGRES__HOST", "localhost")
+    assert f"{host}:1" in result.stderr and "'example_test_db'" in result.stderr
     assert "createdb -O example example_test_db" in result.stderr
 
 

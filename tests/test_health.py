@@ -39,13 +39,13 @@ def test_check_health_down_is_quick_typed_and_hides_the_password() -> None:
     elapsed = time.monotonic() - started
     assert elapsed < 2 * 2 + 1  # bounded by connect_timeout, retries included
     message = str(raised.value)
-    assert "localhost:1" in message and "'example_test_db'" in message
+    assert f"{graph.postgres.url.host}:1" in message and "'example_test_db'" in message
     assert SENTINEL not in message and SENTINEL not in str(raised.value.__cause__)
     assert raised.value.status_code == 503
 
 
 @pytest.fixture
-def migration_graph(tmp_path: Path) -> Any:
+def migration_graph(tmp_path: Path, migration_databases: None) -> Any:
     directory = tmp_path / "migrations"
     directory.mkdir()
     graph = make_migration_graph(directory, DATABASES[0])

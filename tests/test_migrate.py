@@ -18,10 +18,12 @@ from sqlalchemy import Column, FetchedValue, ForeignKey, Integer, MetaData, Stri
 from microcosm_postgres import migrate
 from microcosm_postgres.models import NAMING_CONVENTION, UTCDateTime
 from microcosm_postgres.operations import create_all, drop_all
-from microcosm_postgres.provision import provision
 from microcosm_postgres.types import EnumType, Serial
+from tests.conftest import MIGRATION_DATABASES
 
-DATABASES = ("example_test_migrate_db", "example_test_migrate2_db")
+pytestmark = pytest.mark.usefixtures("migration_databases")
+
+DATABASES = MIGRATION_DATABASES
 
 
 class Kind(enum.Enum):
@@ -50,12 +52,6 @@ def models(version: int) -> SimpleNamespace:
             Column("widget_id", ForeignKey("mig_widget.id"), nullable=False),
         )
     return SimpleNamespace(metadata=metadata)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def databases() -> None:
-    for database in DATABASES:
-        provision("example", testing=True, database_name=database)
 
 
 def make_graph(directory: Path, database: str = DATABASES[0], **config: Any) -> Any:

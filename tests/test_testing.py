@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 from microcosm_postgres.errors import DatabaseUnavailableError, sqlstate_of
 from microcosm_postgres.provision import admin_url_for, provision
 from microcosm_postgres.testing.server import TemporaryServer, is_listening
+from tests.conftest import make_graph
 
 INI = """
 [pytest]
@@ -77,13 +78,13 @@ def test_after_the_committing_test(postgres_graph):
 """
 
 
-def company_rows(database: str = "example_test_db") -> int:
-    engine = create_engine(f"postgresql+psycopg2://example@localhost/{database}", poolclass=NullPool)
+def company_rows() -> int:
+    graph = make_graph()
     try:
-        with engine.connect() as connection:
+        with graph.postgres.connect() as connection:
             return int(connection.execute(text("SELECT count(*) FROM company")).scalar() or 0)
     finally:
-        engine.dispose()
+        graph.postgres.dispose()
 
 
 @pytest.fixture
@@ -94,7 +95,8 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_fixtures_isolate_tests_and_leave_nothing_behind(project: pytest.Pytester) -> None:
-    result = project.runpytest("-p", "no:randomly")
+    # The inner session uses this session's server, so its leftovers would show here.
+    result = project.runpytest("--postgres-server", "configured")
     result.assert_outcomes(passed=5)
     assert company_rows() == 0
 
@@ -139,7 +141,7 @@ def _drop(name: str) -> None:
 
 
 def _connect_as(role: str, database: str, password: str | None = None) -> Any:
-    url = URL.create("postgresql+psycopg2", username=role, password=password, host="localhost", database=database)
+    url = make_graph().postgres.url.set(username=role, password=password, database=database)
     return create_engine(url, poolclass=NullPool)
 
 
@@ -194,7 +196,7 @@ def test_provision_command(throwaway_name: str, capsys: pytest.CaptureFixture[st
 
 def test_provision_without_a_server_is_a_typed_error() -> None:
     with pytest.raises(DatabaseUnavailableError):
-        provision("nobody", admin_url=admin_url_for("127.0.0.1", 1))
+        provision("nobody", admin_url=URL.create("postgresql+psycopg2", username="postgres", host="127.0.0.1", port=1))
 
 
 def test_throwaway_server_is_started_and_removed_even_after_a_failure(project: pytest.Pytester, tmp_path: Path) -> None:
