@@ -76,9 +76,16 @@ class _SessionContextType(type):
 
     @property
     def graph(cls) -> Any:
-        """The graph of the innermost open session (or None)."""
+        """The graph of the innermost open session.
+
+        Raises:
+            SessionNotOpenError: when no SessionContext is open.
+
+        """
         stack = _open_sessions.get()
-        return stack[-1].graph if stack else None
+        if not stack:
+            raise _no_session()
+        return stack[-1].graph
 
 
 class SessionContext(metaclass=_SessionContextType):

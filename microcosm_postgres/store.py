@@ -58,7 +58,6 @@ def store_for(model_class: type[ModelT]) -> Store[ModelT]:
         LookupError: when that graph made no store for this model.
 
     """
-    SessionContext.session  # noqa: B018 - raises SessionNotOpenError when none is open
     graph = SessionContext.graph
     stores = _stores.get(graph, {})
     for cls in model_class.__mro__:

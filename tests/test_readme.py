@@ -1,4 +1,5 @@
 """The README's Python snippets run as written."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,9 @@ def snippets() -> list[str]:
 
 
 def run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
 
 
 def test_usage_prints_one() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from microcosm_postgres.errors import DatabaseUnavailableError, sqlstate_of
 from microcosm_postgres.provision import admin_url_for, provision
-from microcosm_postgres.testing.server import TemporaryServer, is_listening
+from microcosm_postgres.testing.server import ServerNotAvailableError, TemporaryServer, is_listening
 from tests.conftest import make_graph
 
 INI = """
@@ -263,3 +264,26 @@ def test_server_mode_from_the_environment_is_validated(project: pytest.Pytester)
         del os.environ["MICROCOSM_POSTGRES_TEST_SERVER"]
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*MICROCOSM_POSTGRES_TEST_SERVER must be one of*"])
+
+
+def test_throwaway_server_from_the_pgserver_wheel() -> None:
+    server = TemporaryServer.start(prefer="pgserver")
+    try:
+        assert server.source == "the pgserver package"
+        engine = create_engine(server.admin_url, poolclass=NullPool)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT current_setting('fsync')")).scalar() == "off"
+        engine.dispose()
+    finally:
+        server.stop()
+    assert not server.directory.exists()
+
+
+def test_no_server_and_nothing_to_start_one_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from microcosm_postgres.testing import server as server_module
+
+    monkeypatch.setattr(server_module, "find_binaries", lambda: None)
+    monkeypatch.setitem(sys.modules, "pgserver", None)  # import fails as if not installed
+    with pytest.raises(ServerNotAvailableError, match="apt-get install postgresql") as raised:
+        TemporaryServer.start()
+    assert "pgserver" in str(raised.value)

@@ -84,6 +84,8 @@ logger = logging.getLogger(__name__)
     engine_retries=typed(int, default_value=10),
     # Milliseconds between those attempts.
     engine_retry_interval=typed(int, default_value=100),
+    # Admin connection URL for provisioning only (MICROCOSM_POSTGRES_ADMIN_URL wins); None: postgres@host:port.
+    admin_url=typed(str, default_value=None),
 )
 def configure_engine(graph: Any) -> Engine:
     """Build the service's engine from `graph.config.postgres`.

@@ -190,12 +190,14 @@ class TemporaryServer:
 
     @classmethod
     def _start_from_pgserver(cls) -> TemporaryServer:
-        import pgserver
         from sqlalchemy.engine import make_url
 
-        directory = Path(tempfile.mkdtemp(prefix="microcosm-pgserver-"))
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            # platformdirs (used by pgserver) warns when XDG_RUNTIME_DIR is unset, at import and after.
+            warnings.simplefilter("ignore")
+            import pgserver
+
+            directory = Path(tempfile.mkdtemp(prefix="microcosm-pgserver-"))
             server = pgserver.get_server(directory, cleanup_mode="delete")
         url = make_url(server.get_uri())
         host = str(url.query.get("host") or url.host or "127.0.0.1")
