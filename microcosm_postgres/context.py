@@ -60,6 +60,13 @@ def _no_session(graph: Any = None) -> SessionNotOpenError:
     )
 
 
+def _innermost() -> _Entry:
+    stack = _open_sessions.get()
+    if not stack:
+        raise _no_session()
+    return stack[-1]
+
+
 class _SessionContextType(type):
     @property
     def session(cls) -> Session:
@@ -69,10 +76,7 @@ class _SessionContextType(type):
             SessionNotOpenError: when no SessionContext is open.
 
         """
-        stack = _open_sessions.get()
-        if not stack:
-            raise _no_session()
-        return stack[-1].session
+        return _innermost().session
 
     @property
     def graph(cls) -> Any:
@@ -82,10 +86,7 @@ class _SessionContextType(type):
             SessionNotOpenError: when no SessionContext is open.
 
         """
-        stack = _open_sessions.get()
-        if not stack:
-            raise _no_session()
-        return stack[-1].graph
+        return _innermost().graph
 
 
 class SessionContext(metaclass=_SessionContextType):

@@ -38,7 +38,6 @@ import pytest
 from microcosm.api import create_object_graph
 
 from microcosm_postgres.factories.engine import database_name_for, username_for
-from microcosm_postgres.migrate import head_revision, upgrade
 from microcosm_postgres.operations import drop_all, recreate_all
 from microcosm_postgres.provision import clone_database
 from microcosm_postgres.testing.database import (
@@ -110,6 +109,8 @@ def postgres_server(pytestconfig: pytest.Config, postgres_service_name: str) -> 
 @pytest.fixture(scope="session")
 def postgres_session_graph(postgres_server: PostgresServer, postgres_service_name: str) -> Iterator[Any]:
     """The testing graph, with its role, database (per xdist worker) and fresh tables."""
+    from microcosm_postgres.migrate import head_revision, upgrade  # Alembic only when the fixture is used
+
     name = postgres_service_name
     try:
         ensure_test_database(name, postgres_server)
