@@ -10,6 +10,8 @@ import sys
 
 from microcosm_postgres.provision import main as provision_main
 
+__all__ = ["main"]
+
 COMMANDS = {"provision": provision_main}
 
 

@@ -1,1 +1,3 @@
 """microcosm factories: the `postgres` engine and the `sessionmaker`."""
+
+__all__: list[str] = []
