@@ -195,9 +195,10 @@ class Store(Generic[ModelT]):
         return instance, delta or Delta()
 
     def _update(self, identifier: Any, new_instance: ModelT, *, diff: bool) -> tuple[ModelT, Delta | None]:
+        # Retrieve before the savepoint: a missing or invalid id costs no SAVEPOINT round trips.
+        instance = self.retrieve(identifier)
+        before = Version(instance) if diff else None
         with self.flushing():
-            instance = self.retrieve(identifier)
-            before = Version(instance) if diff else None
             self.merge(instance, new_instance)
             if hasattr(instance, "updated_at") and hasattr(instance, "new_timestamp"):
                 instance.updated_at = instance.new_timestamp()

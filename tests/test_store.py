@@ -72,15 +72,15 @@ def test_invalid_identifier_is_not_found_without_sql(
 ) -> None:
     with transaction():
         gadgets.create(gadgets.model_class(name="first"))
-        statements.clear()
         for call in (
             gadgets.retrieve,
             gadgets.delete,
             lambda i: gadgets.update(i, gadgets.model_class(name="x")),
         ):
+            statements.clear()
             with pytest.raises(ModelNotFoundError):
                 call(identifier)
-        assert "SELECT" not in statements and "DELETE" not in statements
+            assert statements == []  # no SQL at all, not even a SAVEPOINT
         gadgets.create(gadgets.model_class(name="second"))  # the transaction is not poisoned
     assert gadgets.count() == 2
 
@@ -99,9 +99,11 @@ def test_update_merges_set_fields_and_refreshes_updated_at(gadgets: Store[Any]) 
     assert gadgets.retrieve(gadget.id).size is None
 
 
-def test_update_missing(gadgets: Store[Any]) -> None:
+def test_update_missing(gadgets: Store[Any], statements: list[str]) -> None:
     with pytest.raises(ModelNotFoundError), transaction():
+        statements.clear()
         gadgets.update(uuid4(), gadgets.model_class(name="x"))
+    assert statements[:1] == ["SELECT"] and "SAVEPOINT" not in statements
 
 
 def test_update_with_diff(gadgets: Store[Any]) -> None:
