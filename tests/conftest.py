@@ -41,14 +41,7 @@ def example_databases(postgres_server: PostgresServer) -> PostgresServer:
 
     """
     ensure_test_database("example", postgres_server)
-    secondary = make_graph(database_name=SECONDARY_DATABASE, engine_retries=0)
-    try:
-        with secondary.postgres.connect():
-            pass
-    except Exception:
-        provision("example", testing=True, database_name=SECONDARY_DATABASE, admin_url=postgres_server.admin_url)
-    finally:
-        secondary.postgres.dispose()
+    ensure_test_database("example", postgres_server, database_name=SECONDARY_DATABASE)
     return postgres_server
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from microcosm.api import create_object_graph
+from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
@@ -127,14 +127,18 @@ def _can_connect(graph: Any) -> bool:
         engine.dispose()
 
 
-def ensure_test_database(name: str, server: PostgresServer) -> None:
+def ensure_test_database(name: str, server: PostgresServer, *, database_name: str | None = None) -> None:
     """Create `name`'s test role and database when the service cannot connect yet.
+
+    Args:
+        database_name: another database of the same service (default: the configured one).
 
     Raises:
         TestDatabaseError: when they are missing and the admin connection cannot create them.
 
     """
-    probe = create_object_graph(name=name, testing=True)
+    overrides = {"postgres": {"database_name": database_name}} if database_name else {}
+    probe = create_object_graph(name=name, testing=True, loader=load_each(load_from_environ, load_from_dict(overrides)))
     if _can_connect(probe):
         return
     database = database_name_for(probe.metadata, probe.config.postgres)
