@@ -22,18 +22,23 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 
 __all__ = [
+    "AuthenticationFailedError",
     "DatabaseUnavailableError",
     "DuplicateModelError",
     "InvalidInputError",
+    "InvalidNameError",
     "MigrationsBehindError",
     "MissingDependencyError",
     "ModelIntegrityError",
     "ModelNotFoundError",
+    "PermissionDeniedError",
     "PersistenceError",
     "QueryTimeoutError",
     "ReferencedModelError",
     "SessionNotOpenError",
+    "TransactionAbortedError",
     "TransactionConflictError",
+    "UnsafeOperationError",
     "sqlstate_of",
     "translate",
     "translating",
@@ -137,6 +142,53 @@ class DatabaseUnavailableError(PersistenceError):
 
     status_code = 503
     retryable = True
+
+
+class AuthenticationFailedError(DatabaseUnavailableError):
+    """The server refused the role's credentials (28P01, 28000) (503, not retryable).
+
+    Retrying cannot help: fix postgres.username / postgres.password, or the server's
+    pg_hba.conf. The message names user, host and database, never the password.
+
+    """
+
+    retryable = False
+
+
+class PermissionDeniedError(PersistenceError):
+    """The role lacks a privilege the statement needs (42501) (500).
+
+    A deployment fault, not the caller's: e.g. the read-only role writing, or a role
+    without CREATE on the schema. Grant the privilege, or use the right role.
+
+    """
+
+    status_code = 500
+
+
+class TransactionAbortedError(PersistenceError):
+    """A statement ran in a transaction that an earlier failure already aborted (25P02) (500).
+
+    PostgreSQL refuses everything after a failed statement until the transaction ends.
+    To go on after a statement that may fail, run that statement in a nested
+    `transaction()` (a SAVEPOINT): its failure then rolls back only the nested block.
+
+    """
+
+    status_code = 500
+
+
+class InvalidNameError(PersistenceError, ValueError):
+    """A database or role name PostgreSQL cannot store unchanged (too long, empty) (500)."""
+
+    status_code = 500
+
+
+class UnsafeOperationError(PersistenceError):
+    """A destructive operation (drop, truncate, recreate) was refused on a database that is
+    not provably a test database (500). The message names the database and the opt-in."""
+
+    status_code = 500
 
 
 class MigrationsBehindError(PersistenceError):

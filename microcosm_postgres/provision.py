@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from microcosm_postgres import naming
 from microcosm_postgres.errors import sqlstate_of, translating
 
 __all__ = [
@@ -159,15 +160,19 @@ def provision(
         PersistenceError: when the server refuses (e.g. the admin role lacks CREATEROLE).
 
     """
-    role = username or name
-    database = database_name or (f"{name}_test_db" if testing else f"{name}_db")
+    role = naming.check_identifier(username, what="role name") if username else naming.username(name)
+    database = (
+        naming.check_identifier(database_name, what="database name")
+        if database_name
+        else naming.database_name(name, testing=testing)
+    )
     url = make_url(admin_url) if isinstance(admin_url, str) else admin_url or admin_url_for(host, port)
     result = ProvisionResult()
     with _admin(url) as connection, _locked(connection):
         _ensure_role(connection, role, password, result)
         _ensure_database(connection, database, role, result)
         if read_only_role:
-            reader = f"{name}_ro"
+            reader = naming.username(name, read_only=True)
             _ensure_role(connection, reader, read_only_password, result)
             connection.exec_driver_sql(
                 f"GRANT CONNECT ON DATABASE {_identifier(connection, database)} TO {_identifier(connection, reader)}"
@@ -175,14 +180,14 @@ def provision(
             result.grants.append(f"CONNECT on {database} to {reader}")
     if read_only_role:
         with _admin(url, database) as connection:
-            reader_id, role_id = _identifier(connection, f"{name}_ro"), _identifier(connection, role)
+            reader_id, role_id = _identifier(connection, naming.read_only_username(name)), _identifier(connection, role)
             for statement in (
                 f"GRANT USAGE ON SCHEMA public TO {reader_id}",
                 f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader_id}",
                 f"ALTER DEFAULT PRIVILEGES FOR ROLE {role_id} IN SCHEMA public GRANT SELECT ON TABLES TO {reader_id}",
             ):
                 connection.exec_driver_sql(statement)
-            result.grants.append(f"SELECT on {database} tables, now and future, to {name}_ro")
+            result.grants.append(f"SELECT on {database} tables, now and future, to {naming.read_only_username(name)}")
     return result
 
 

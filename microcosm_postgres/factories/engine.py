@@ -30,6 +30,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DisconnectionError, StatementError
 
+from microcosm_postgres import naming
+from microcosm_postgres.naming import check_identifier
+
 __all__ = [
     "configure_engine",
     "database_name_for",
@@ -109,15 +112,15 @@ def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
 def database_name_for(metadata: Metadata, config: Mapping[str, Any]) -> str:
     """The database to connect to: configured, or `{name}_test_db` / `{name}_db` by convention."""
     if config.get("database_name"):
-        return str(config["database_name"])
-    return f"{metadata.name}_test_db" if metadata.testing else f"{metadata.name}_db"
+        return check_identifier(str(config["database_name"]), what="postgres.database_name")
+    return naming.database_name(metadata.name, testing=bool(metadata.testing))
 
 
 def username_for(metadata: Metadata, config: Mapping[str, Any]) -> str:
     """The role to connect as: configured, or `{name}` / `{name}_ro` by convention."""
     if config.get("username"):
-        return str(config["username"])
-    return f"{metadata.name}_ro" if config.get("read_only") else metadata.name
+        return check_identifier(str(config["username"]), what="postgres.username")
+    return naming.username(metadata.name, read_only=bool(config.get("read_only")))
 
 
 def make_url(metadata: Metadata, config: Mapping[str, Any]) -> URL:
