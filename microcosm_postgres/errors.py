@@ -218,6 +218,9 @@ _INVALID_INPUT_CODES = {
 _QUERY_CANCELED = "57014"
 _LOCK_NOT_AVAILABLE = "55P03"
 _CONFLICT_CODES = {"40001", "40P01"}
+_INSUFFICIENT_PRIVILEGE = "42501"
+_IN_FAILED_TRANSACTION = "25P02"
+_AUTHENTICATION_CODES = {"28P01", "28000"}
 _UNAVAILABLE_CODES = {
     "57P01",  # admin_shutdown
     "57P02",  # crash_shutdown
@@ -330,6 +333,25 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
         return TransactionConflictError(
             f"The transaction conflicted with a concurrent one (SQLSTATE {sqlstate}) and was "
             "rolled back. Run the whole transaction again.",
+            **details,
+        )
+    if sqlstate == _INSUFFICIENT_PRIVILEGE:
+        return PermissionDeniedError(
+            f"The database role lacks a privilege this statement needs{where} (SQLSTATE 42501). "
+            "Grant it, or connect with the role meant for writes (not the read-only one).",
+            **details,
+        )
+    if sqlstate == _IN_FAILED_TRANSACTION:
+        return TransactionAbortedError(
+            "This transaction was already aborted by an earlier failed statement (SQLSTATE 25P02): "
+            "PostgreSQL ignores everything until it ends. To go on after a statement that may fail, "
+            "run that statement in a nested `transaction()` block.",
+            **details,
+        )
+    if sqlstate in _AUTHENTICATION_CODES:
+        return AuthenticationFailedError(
+            f"The server refused the credentials (SQLSTATE {sqlstate}). Check postgres.username and "
+            "postgres.password (and the server's pg_hba.conf); retrying will not help.",
             **details,
         )
     lost = isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
