@@ -193,7 +193,8 @@ def main(graph: Any, *args: str, model_cls: type[Any] = Model) -> None:
     raise_errors, options.raiseerr = options.raiseerr, True  # every failure is then reported below, alike
     alembic_logger, progress = logging.getLogger("alembic"), None
     saved_level = alembic_logger.level
-    if not logging.getLogger().handlers and not alembic_logger.handlers:
+    configured = [handler for handler in alembic_logger.handlers if not isinstance(handler, logging.NullHandler)]
+    if not logging.getLogger().handlers and not configured:  # Alembic itself adds a NullHandler
         progress = logging.StreamHandler(sys.stderr)
         progress.setFormatter(logging.Formatter(_PROGRESS_FORMAT))
         alembic_logger.addHandler(progress)
