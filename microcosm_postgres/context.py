@@ -153,18 +153,17 @@ class SessionContext(metaclass=_SessionContextType):
     def recreate_all(self) -> None:
         """Testing only: give the graph's database fresh, empty tables.
 
-        Discards whatever this session has pending (the rows are going anyway). Does
-        nothing but log a warning unless `graph.metadata.testing` is set.
+        Discards whatever this session has pending (the rows are going anyway).
+
+        Raises:
+            UnsafeOperationError: when the database is not a test database (named by the
+                test convention, or on a throwaway server), unless `postgres.allow_destructive`
+                is set; nothing is dropped then (see `operations`).
 
         """
-        if not self.graph.metadata.testing:
-            logger.warning(
-                "recreate_all() ignored: graph %r is not a testing graph, and this would drop its tables.",
-                self.graph.metadata.name,
-            )
-            return
-        from microcosm_postgres.operations import recreate_all
+        from microcosm_postgres.operations import recreate_all, require_test_graph
 
+        require_test_graph(self.graph, action="recreate tables")  # before touching the session
         if self.session is not None:
             self.session.rollback()
             self.session.expunge_all()

@@ -4,7 +4,13 @@
         graph = create_object_graph(name="example")
         createall.main(graph)
 
-Arguments it does not know are returned for the service's own parser.
+It prints what it really did: `Created 2 tables in ...: company, employee`, or
+`Nothing to create in ...` when every table exists. An option it does not know is an
+error (argparse's message, exit status 2): `createall --dorp` must not quietly create
+tables without dropping. A service that parses more options itself passes
+`known_only=False` and gets the arguments left over.
+
+`--drop` acts only on a test database (see `microcosm_postgres.operations`).
 
 """
 
@@ -18,26 +24,57 @@ from typing import Any
 from microcosm_postgres.models import Model
 from microcosm_postgres.operations import create_all, drop_all
 
-__all__ = ["main"]
+__all__ = ["main", "parse_args"]
 
 
-def main(graph: Any, args: Sequence[str] | None = None, *, model_cls: type[Any] = Model) -> list[str]:
-    """Create the tables of `model_cls.metadata` (after dropping them with `--drop`/`-D`).
+def _parser(graph: Any) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{graph.metadata.name}-createall", description="Create the service's tables."
+    )
+    parser.add_argument("-D", "--drop", action="store_true", help="drop the tables first (test databases only)")
+    return parser
 
-    Prints what it did, and returns the arguments it left alone.
+
+def parse_args(graph: Any, args: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse createall's options (default `sys.argv[1:]`); an unknown one exits with status 2.
 
     Raises:
+        SystemExit: status 2 with argparse's message, for an option it does not know.
+
+    """
+    return _parser(graph).parse_args(sys.argv[1:] if args is None else list(args))
+
+
+def main(
+    graph: Any, args: Sequence[str] | None = None, *, model_cls: type[Any] = Model, known_only: bool = True
+) -> list[str]:
+    """Create the tables of `model_cls.metadata` (after dropping them with `--drop`/`-D`).
+
+    Prints what it did. Returns the arguments it left alone: always `[]` unless
+    `known_only=False`, which hands unknown arguments back for the service's own parser
+    instead of refusing them.
+
+    Raises:
+        SystemExit: status 2 for an unknown option (unless `known_only=False`).
+        UnsafeOperationError: for `--drop` on a database that is not a test database.
+        MigrationsBehindError: when the database is at an older revision (run `migrate upgrade head`).
         DatabaseUnavailableError: when the database cannot be reached.
 
     """
-    parser = argparse.ArgumentParser(prog=f"{graph.metadata.name}-createall", add_help=False)
-    parser.add_argument("-D", "--drop", action="store_true", help="drop the tables first")
-    options, remaining = parser.parse_known_args(sys.argv[1:] if args is None else list(args))
+    arguments = sys.argv[1:] if args is None else list(args)
+    parser = _parser(graph)
+    remaining: list[str] = []
+    if known_only:
+        options = parser.parse_args(arguments)
+    else:
+        options, remaining = parser.parse_known_args(arguments)
     where = graph.postgres.url.render_as_string(hide_password=True)
-    tables = ", ".join(sorted(model_cls.metadata.tables)) or "(none)"
     if options.drop:
         drop_all(graph, model_cls)
-        print(f"Dropped tables in {where}: {tables}")
-    create_all(graph, model_cls)
-    print(f"Created tables in {where}: {tables}")
+        print(f"Dropped tables in {where}: {', '.join(sorted(model_cls.metadata.tables)) or '(none)'}")
+    created = create_all(graph, model_cls)
+    if created:
+        print(f"Created {len(created)} table{'s' if len(created) != 1 else ''} in {where}: {', '.join(created)}")
+    else:
+        print(f"Nothing to create in {where}: every table exists")
     return remaining

@@ -91,7 +91,8 @@ class MigrationStatus:
 
 def migration_status(graph: Any) -> MigrationStatus:
     """Where the database stands against the code."""
-    return MigrationStatus(current=current_revision(graph), head=head_revision(graph))
+    head = head_revision(graph)  # first: a broken migrations lookup is reported without connecting
+    return MigrationStatus(current=current_revision(graph), head=head)
 
 
 def check_migrations(graph: Any) -> str:

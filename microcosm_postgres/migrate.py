@@ -6,8 +6,19 @@ A service keeps its revisions in a `migrations/` directory of its package and wr
         graph = create_object_graph(name="example")
         migrate.main(graph)                    # Alembic's command line: upgrade head, ...
 
-The directory is the graph's `migrations_dir` component when one is bound, else
-`graph.metadata.get_path("migrations")`. The environment script and the revision
+Where the revisions are (in this order):
+
+1. the graph's `migrations_dir` component, when one is bound;
+2. else `migrations/` under `graph.metadata.root_path`: the directory of the module named
+   by the graph's import name (`create_object_graph(name=..., import_name=...)`; by default
+   the service name), once that module is imported.
+
+A package named differently from its service (package `acme_svc`, service `acme`) passes
+`import_name="acme_svc"` or binds `migrations_dir`. When neither gives an existing
+directory, the service has no migrations, unless a `migrations/` directory sits next to
+the modules of its models (or in one of their parent packages): then the lookup is
+broken, and `UnresolvedMigrationsError` says so rather than silently building tables
+without migrations. The environment script and the revision
 template ship inside this package; the graph's engine and `model_cls.metadata` reach
 them through `Config.attributes`. Extra `context.configure` options come from
 `graph.config.alembic.environment_options` when that config exists.
@@ -16,6 +27,7 @@ them through `Config.attributes`. Extra `context.configure` options come from
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,15 +46,19 @@ from microcosm_postgres.models import Model, UTCDateTime
 from microcosm_postgres.types import EnumType, Serial
 
 __all__ = [
+    "UnresolvedMigrationsError",
     "compare_type",
     "current_revision",
+    "get_migrations_dir",
     "head_revision",
     "main",
+    "make_alembic_config",
     "make_config",
     "migrations_dir",
     "render_item",
     "stamp",
     "upgrade",
+    "version_table",
 ]
 
 ENGINE = "microcosm_postgres.engine"
@@ -52,10 +68,40 @@ OPTIONS = "microcosm_postgres.environment_options"
 _ENVIRONMENT = Path(__file__).parent / "migration_environment"
 
 
-def migrations_dir(graph: Any) -> Path:
-    """The service's migrations directory.
+class UnresolvedMigrationsError(CommandError):
+    """The graph does not resolve the `migrations/` directory that its models' package has."""
+
+
+def _model_directories(model_cls: Any) -> list[Path]:
+    """Directories of the modules defining `model_cls`'s mapped classes, and of their parent packages."""
+    registry = getattr(model_cls, "registry", None)
+    directories: list[Path] = []
+    for mapper in getattr(registry, "mappers", ()):
+        parts = mapper.class_.__module__.split(".")
+        for depth in range(len(parts), 0, -1):
+            module = sys.modules.get(".".join(parts[:depth]))
+            file = getattr(module, "__file__", None)
+            if file and Path(file).parent not in directories:
+                directories.append(Path(file).parent)
+    return directories
+
+
+def _refuse_if_models_have_migrations(graph: Any, model_cls: Any, tried: str) -> None:
+    for directory in _model_directories(model_cls):
+        if (directory / "migrations").is_dir():
+            raise UnresolvedMigrationsError(
+                f"The models of {graph.metadata.name!r} have migrations in {str(directory / 'migrations')!r}, "
+                f"but the graph looks for them {tried}. Pass import_name=<your package> to "
+                "create_object_graph, or bind a `migrations_dir` component."
+            )
+
+
+def migrations_dir(graph: Any, model_cls: Any = Model) -> Path:
+    """The service's migrations directory (see the module for the lookup rule).
 
     Raises:
+        UnresolvedMigrationsError: when it is not found but a `migrations/` directory sits
+            next to the modules of `model_cls`'s models.
         alembic.util.CommandError: when it does not exist (naming the path tried).
 
     """
@@ -66,16 +112,31 @@ def migrations_dir(graph: Any) -> Path:
         try:
             path = Path(graph.metadata.get_path("migrations"))
         except RuntimeError as error:
+            tried = f"through the import name {graph.metadata.import_name!r}, which is no imported module"
+            _refuse_if_models_have_migrations(graph, model_cls, tried)
             raise CommandError(
                 f"Cannot locate migrations for {graph.metadata.name!r}: its import name does not resolve to a "
                 "package. Bind a `migrations_dir` component, or pass import_name/root_path to create_object_graph."
             ) from error
     if not path.is_dir():
+        _refuse_if_models_have_migrations(graph, model_cls, f"in {str(path)!r}, which does not exist")
         raise CommandError(
             f"Migrations directory {str(path)!r} does not exist. Create it (an empty directory is fine), "
             "or bind a `migrations_dir` component pointing at yours."
         )
     return path
+
+
+def get_migrations_dir(graph: Any) -> str:
+    """The service's migrations directory, as a string.
+
+    A compatibility name (3.x) for `migrations_dir(graph)`.
+
+    Raises:
+        alembic.util.CommandError: when it cannot be found.
+
+    """
+    return str(migrations_dir(graph))
 
 
 def make_config(graph: Any, model_cls: type[Any] = Model, cmd_opts: Any = None) -> Config:
@@ -87,7 +148,7 @@ def make_config(graph: Any, model_cls: type[Any] = Model, cmd_opts: Any = None) 
     """
     config = Config(cmd_opts=cmd_opts, stdout=sys.stdout)  # the current stream, not the one at import
     config.set_main_option("script_location", str(_ENVIRONMENT))
-    config.set_main_option("version_locations", str(migrations_dir(graph)))
+    config.set_main_option("version_locations", str(migrations_dir(graph, model_cls)))
     config.set_main_option("path_separator", "os")
     config.attributes[ENGINE] = graph.postgres
     config.attributes[METADATA] = model_cls.metadata
@@ -96,27 +157,64 @@ def make_config(graph: Any, model_cls: type[Any] = Model, cmd_opts: Any = None) 
     return config
 
 
+def make_alembic_config(graph: Any, model_cls: type[Any] = Model) -> Config:
+    """A compatibility name (3.x) for `make_config(graph)`.
+
+    Raises:
+        alembic.util.CommandError: when the migrations directory does not exist.
+
+    """
+    return make_config(graph, model_cls)
+
+
+# The format of Alembic's own alembic.ini templates for its progress lines.
+_PROGRESS_FORMAT = "%(levelname)-5.5s [%(name)s] %(message)s"
+
+
 def main(graph: Any, *args: str, model_cls: type[Any] = Model) -> None:
     """Run Alembic's command line for `graph` (arguments default to `sys.argv[1:]`).
 
     All of Alembic's commands work (`upgrade`, `downgrade`, `revision --autogenerate -m`,
     `history`, `current`, `heads`, `stamp`, `check`, `merge`, `show`, ...) except
-    `init`: the environment ships with microcosm-postgres.
+    `init`: the environment ships with microcosm-postgres. As with Alembic's own command,
+    progress lines (`INFO  [alembic.runtime.migration] Running upgrade ...`) go to
+    standard error when the application has not configured logging, and a failure
+    prints one `FAILED: ...` line and exits with status 1 (`--raiseerr` raises instead).
 
     Raises:
-        alembic.util.CommandError: for `init`, or a missing migrations directory.
+        SystemExit: status 2 for bad arguments, 1 when the command fails.
+        alembic.util.CommandError: with `--raiseerr`, when the command fails.
 
     """
     cli = CommandLine(prog=f"{os.path.basename(sys.argv[0]) or graph.metadata.name}")
     options = cli.parser.parse_args(list(args) if args else sys.argv[1:])
     if not hasattr(options, "cmd"):
         cli.parser.error("too few arguments")
-    if options.cmd[0] is command.init:
-        raise CommandError(
-            "`init` is not needed: microcosm-postgres ships the environment script and revision template. "
-            "Create an empty migrations/ directory in your package and run `revision --autogenerate -m ...`."
-        )
-    cli.run_cmd(make_config(graph, model_cls, cmd_opts=options), options)
+    raise_errors, options.raiseerr = options.raiseerr, True  # every failure is then reported below, alike
+    alembic_logger, progress = logging.getLogger("alembic"), None
+    saved_level = alembic_logger.level
+    configured = [handler for handler in alembic_logger.handlers if not isinstance(handler, logging.NullHandler)]
+    if not logging.getLogger().handlers and not configured:  # Alembic itself adds a NullHandler
+        progress = logging.StreamHandler(sys.stderr)
+        progress.setFormatter(logging.Formatter(_PROGRESS_FORMAT))
+        alembic_logger.addHandler(progress)
+        alembic_logger.setLevel(logging.INFO)
+    try:
+        if options.cmd[0] is command.init:
+            raise CommandError(
+                "`init` is not needed: microcosm-postgres ships the environment script and revision template. "
+                "Create an empty migrations/ directory in your package and run `revision --autogenerate -m ...`."
+            )
+        cli.run_cmd(make_config(graph, model_cls, cmd_opts=options), options)
+    except CommandError as error:
+        if raise_errors:
+            raise
+        print(f"FAILED: {error}", file=sys.stderr)
+        raise SystemExit(1) from error
+    finally:
+        if progress is not None:
+            alembic_logger.removeHandler(progress)
+            alembic_logger.setLevel(saved_level)
 
 
 def upgrade(graph: Any, revision: str = "head", model_cls: type[Any] = Model) -> None:
@@ -129,6 +227,21 @@ def stamp(graph: Any, revision: str = "head", model_cls: type[Any] = Model) -> N
     command.stamp(make_config(graph, model_cls), revision)
 
 
+def _version_options(graph: Any) -> dict[str, Any]:
+    alembic_config = graph.config.get("alembic") or {}
+    options = dict(alembic_config.get("environment_options") or {})
+    return {key: options[key] for key in ("version_table", "version_table_schema") if options.get(key)}
+
+
+def version_table(graph: Any) -> str:
+    """Alembic's version table for `graph`, quoted for SQL (`alembic_version` unless configured)."""
+    options = _version_options(graph)
+    preparer = graph.postgres.dialect.identifier_preparer
+    name = preparer.quote(options.get("version_table", "alembic_version"))
+    schema = options.get("version_table_schema")
+    return f"{preparer.quote_schema(schema)}.{name}" if schema else name
+
+
 def current_revision(graph: Any) -> str | None:
     """The database's current revision (None when it has none).
 
@@ -137,13 +250,20 @@ def current_revision(graph: Any) -> str | None:
 
     """
     with translating(), graph.postgres.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return MigrationContext.configure(connection, opts=_version_options(graph)).get_current_revision()
 
 
 def head_revision(graph: Any, model_cls: type[Any] = Model) -> str | None:
-    """The code's head revision; None when the service has no migrations."""
+    """The code's head revision; None when the service has no migrations.
+
+    Raises:
+        UnresolvedMigrationsError: when the graph does not find the migrations its models have.
+
+    """
     try:
         config = make_config(graph, model_cls)
+    except UnresolvedMigrationsError:
+        raise
     except CommandError:
         return None
     return ScriptDirectory.from_config(config).get_current_head()

@@ -33,11 +33,12 @@ __all__ = [
 
 # Constraint names that PostgreSQL itself would choose for unnamed constraints, made
 # explicit: generated migrations are deterministic, and a service whose tables were
-# created without a convention keeps the names it already has.
+# created without a convention keeps the names it already has. No "ck" entry: the name
+# PostgreSQL gives an unnamed CHECK depends on its expression, and a convention would
+# rename the named ones (also inside existing migrations), so CHECK names are left alone.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "%(table_name)s_%(column_0_N_name)s_key",
-    "ck": "%(table_name)s_%(constraint_name)s_check",
     "fk": "%(table_name)s_%(column_0_N_name)s_fkey",
     "pk": "%(table_name)s_pkey",
 }

@@ -1,23 +1,43 @@
-"""Schema operations on a graph's database: create, drop, recreate, and raw sessions."""
+"""Schema operations on a graph's database: create, drop, recreate, empty, and raw sessions.
+
+Only test data may be destroyed. `drop_all`, `recreate_all`, `reset_all`, `truncate_all`
+and `drop_alembic_table` act only on a database that is provably a test database:
+
+- its name follows the test naming convention (`naming.is_test_database_name`):
+  `{service}_test_db`, `{service}_test_<anything>_db`, or a pytest-xdist copy of either; or
+- it lives on a throwaway server this library started (`testing.server.is_throwaway_server`).
+
+Anything else raises `UnsafeOperationError` before any SQL is sent, unless the caller opts
+in explicitly: `postgres.allow_destructive = true` in the graph's config (for example
+`ACME__POSTGRES__ALLOW_DESTRUCTIVE=true`), `allow_destructive=True` for the functions that
+take an engine, or pytest's `--postgres-allow-destructive`.
+
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import MetaData
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from microcosm_postgres.errors import translating
+from microcosm_postgres.errors import MigrationsBehindError, UnsafeOperationError, translating
 from microcosm_postgres.models import Model
+from microcosm_postgres.naming import is_test_database_name
 
 __all__ = [
     "create_all",
+    "drop_alembic_table",
     "drop_all",
+    "get_current_head",
     "new_session",
     "recreate_all",
+    "require_test_database",
+    "require_test_graph",
     "reset_all",
+    "stamp_head",
     "truncate_all",
 ]
 
@@ -31,31 +51,123 @@ def _key(engine: Engine, metadata: MetaData) -> tuple[str, int, frozenset[str]]:
     return (engine.url.render_as_string(hide_password=True), id(metadata), frozenset(metadata.tables))
 
 
-def create_all(graph: Any, model_cls: type[Any] = Model) -> None:
-    """Create the tables of `model_cls.metadata` that do not exist yet.
+def require_test_database(
+    engine: Engine, *, service: str | None = None, allow_destructive: bool = False, action: str = "destroy data"
+) -> None:
+    """Check that `engine`'s database may lose its data; no SQL is sent.
 
-    When the service has migrations, the database is then stamped with the head
-    revision, so Alembic cannot tell it from one built by `upgrade head`.
+    Args:
+        service: the service whose test naming convention applies (None: any service's).
+        allow_destructive: the caller's explicit opt-in for any database.
+        action: what is about to happen, for the message ("drop tables", ...).
 
     Raises:
+        UnsafeOperationError: when the database is neither named as a test database nor on
+            a throwaway server started by this library, and `allow_destructive` is false.
+
+    """
+    from microcosm_postgres.testing.server import is_throwaway_server
+
+    url = engine.url
+    database = url.database or ""
+    if allow_destructive or is_test_database_name(database, service):
+        return
+    if is_throwaway_server(url.host, url.port or 5432):
+        return
+    convention = f"{service}_test_db or {service}_test_<anything>_db" if service else "<name>_test_db"
+    raise UnsafeOperationError(
+        f"Refused to {action} in database {database!r} on {url.host}:{url.port or 5432}: it is not a test "
+        f"database (its name does not follow {convention}, and it is not on a throwaway server started by "
+        "microcosm-postgres). If its data may really be destroyed, opt in explicitly: set "
+        "postgres.allow_destructive = true in the config, or run pytest with --postgres-allow-destructive."
+    )
+
+
+def require_test_graph(graph: Any, *, action: str = "destroy data") -> None:
+    """`require_test_database` for a graph: its engine, its service name, its `postgres.allow_destructive`.
+
+    Raises:
+        UnsafeOperationError: when the graph's database is not a test database and the
+            config does not opt in.
+
+    """
+    require_test_database(
+        graph.postgres,
+        service=graph.metadata.name,
+        allow_destructive=bool(graph.config.postgres.get("allow_destructive")),
+        action=action,
+    )
+
+
+def _existing_tables(connection: Connection, metadata: MetaData) -> set[tuple[str | None, str]]:
+    inspector = inspect(connection)
+    existing: set[tuple[str | None, str]] = set()
+    for schema in {table.schema for table in metadata.tables.values()}:
+        existing.update((schema, name) for name in inspector.get_table_names(schema=schema))
+    return existing
+
+
+def create_all(graph: Any, model_cls: type[Any] = Model) -> list[str]:
+    """Create the tables of `model_cls.metadata` that do not exist yet; return their names.
+
+    When the service has migrations, a database without a revision is then stamped with
+    the head revision, so Alembic cannot tell it from one built by `upgrade head`. A
+    database at another revision is refused: creating the missing tables and stamping
+    head would hide the migrations it has not run (columns added since, for instance).
+
+    Raises:
+        MigrationsBehindError: when the database is at a revision other than the code's
+            head (run `migrate upgrade head` instead).
         DatabaseUnavailableError: when the database cannot be reached.
 
     """
-    from microcosm_postgres.migrate import head_revision, stamp
+    from microcosm_postgres.migrate import current_revision, head_revision, stamp
 
+    engine, metadata = graph.postgres, model_cls.metadata
+    head = head_revision(graph, model_cls)
+    current = current_revision(graph) if head is not None else None
+    if current is not None and current != head:
+        raise MigrationsBehindError(
+            f"Database {engine.url.database!r} is at revision {current}, not at the code's head {head}: "
+            "creating tables now would skip the migrations in between. Run `migrate upgrade head` instead."
+        )
     with translating():
-        model_cls.metadata.create_all(graph.postgres)
-        if head_revision(graph, model_cls) is not None:
+        with engine.begin() as connection:
+            existing = _existing_tables(connection, metadata)
+            metadata.create_all(connection)
+        if head is not None and current is None:
             stamp(graph, "head", model_cls)
+    return [table.fullname for table in metadata.sorted_tables if (table.schema, table.name) not in existing]
+
+
+def _drop_version_table(graph: Any, connection: Connection) -> None:
+    from microcosm_postgres.migrate import version_table
+
+    connection.exec_driver_sql(f"DROP TABLE IF EXISTS {version_table(graph)}")
 
 
 def drop_all(graph: Any, model_cls: type[Any] = Model) -> None:
-    """Drop the tables of `model_cls.metadata`, and Alembic's version table."""
-    _created.discard(_key(graph.postgres, model_cls.metadata))
-    with translating():
-        model_cls.metadata.drop_all(graph.postgres)
-        with graph.postgres.begin() as connection:
-            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    """Drop the tables of `model_cls.metadata`, and Alembic's version table.
+
+    Tables of the database that are not in the metadata stay, but their foreign keys to
+    ours are dropped with ours (`CASCADE`), as are views over ours: a test database may
+    hold tables left by another branch or service, and they must not block the drop.
+
+    Raises:
+        UnsafeOperationError: when the database is not a test database (see the module).
+        DatabaseUnavailableError: when the database cannot be reached.
+
+    """
+    engine, metadata = graph.postgres, model_cls.metadata
+    require_test_graph(graph, action="drop tables")
+    _created.discard(_key(engine, metadata))
+    with translating(), engine.begin() as connection:
+        preparer = connection.dialect.identifier_preparer
+        names = ", ".join(preparer.format_table(table) for table in metadata.sorted_tables)
+        if names:
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {names} CASCADE")
+        metadata.drop_all(connection)  # what the tables leave behind: enum types, sequences
+        _drop_version_table(graph, connection)
 
 
 # Tables holding more rows than this are TRUNCATEd by reset_all; smaller ones are
@@ -63,7 +175,9 @@ def drop_all(graph: Any, model_cls: type[Any] = Model) -> None:
 _DELETE_ROW_LIMIT = 1000
 
 
-def reset_all(engine: Engine, metadata: MetaData, *, lock_timeout_ms: int = 10_000) -> None:
+def reset_all(
+    engine: Engine, metadata: MetaData, *, lock_timeout_ms: int = 10_000, allow_destructive: bool = False
+) -> None:
     """Empty every table of `metadata` and restart their sequences, in one statement.
 
     One DO block: tables with more than 1,000 rows go in one `TRUNCATE ... CASCADE`,
@@ -73,9 +187,12 @@ def reset_all(engine: Engine, metadata: MetaData, *, lock_timeout_ms: int = 10_0
     by another transaction fails after `lock_timeout_ms` rather than hanging.
 
     Raises:
+        UnsafeOperationError: when the database is not a test database and
+            `allow_destructive` is false (see the module).
         QueryTimeoutError: when a table stays locked past `lock_timeout_ms`.
 
     """
+    require_test_database(engine, allow_destructive=allow_destructive, action="empty tables")
     tables = list(metadata.sorted_tables)
     if not tables:
         return
@@ -120,13 +237,18 @@ $microcosm_reset$"""
         connection.exec_driver_sql(block)
 
 
-def truncate_all(engine: Engine, metadata: MetaData) -> None:
+def truncate_all(engine: Engine, metadata: MetaData, *, allow_destructive: bool = False) -> None:
     """Empty every table of `metadata` with one `TRUNCATE ... RESTART IDENTITY CASCADE`.
 
     Simple and right for big tables; for the near-empty tables of a test suite
     `reset_all` is much faster on a durable server.
 
+    Raises:
+        UnsafeOperationError: when the database is not a test database and
+            `allow_destructive` is false (see the module).
+
     """
+    require_test_database(engine, allow_destructive=allow_destructive, action="empty tables")
     tables = list(metadata.sorted_tables)
     if not tables:
         return
@@ -144,22 +266,66 @@ def recreate_all(graph: Any, model_cls: type[Any] = Model) -> None:
     checked out.
 
     Raises:
+        UnsafeOperationError: when the database is not a test database (see the module).
         DatabaseUnavailableError: when the database cannot be reached.
 
     """
+    require_test_graph(graph, action="recreate tables")
     engine, metadata = graph.postgres, model_cls.metadata
     key = _key(engine, metadata)
     with translating():
         if key in _created:
             try:
-                reset_all(engine, metadata)
+                reset_all(engine, metadata, allow_destructive=True)  # checked above, for this graph
                 return
-            except ProgrammingError:
-                # Somebody dropped a table behind our back: start over.
+            except (ProgrammingError, IntegrityError):
+                # A table was dropped behind our back, or a foreign table now references
+                # ours with rows: start over (drop_all cascades).
                 _created.discard(key)
     drop_all(graph, model_cls)
     create_all(graph, model_cls)
     _created.add(key)
+
+
+def stamp_head(graph: Any, model_cls: type[Any] = Model) -> None:
+    """Record the code's head revision in the database, without running migrations.
+
+    A compatibility name (3.x); the same as `migrate.stamp(graph, "head")`.
+
+    """
+    from microcosm_postgres.migrate import stamp
+
+    stamp(graph, "head", model_cls)
+
+
+def get_current_head(graph: Any) -> str | None:
+    """The database's current revision, None when it has none.
+
+    A compatibility name (3.x); the same as `migrate.current_revision(graph)`.
+
+    Raises:
+        DatabaseUnavailableError: when the database cannot be reached.
+
+    """
+    from microcosm_postgres.migrate import current_revision
+
+    return current_revision(graph)
+
+
+def drop_alembic_table(graph: Any) -> bool:
+    """Drop Alembic's version table (the database forgets its revision); returns True.
+
+    A compatibility name (3.x).
+
+    Raises:
+        UnsafeOperationError: when the database is not a test database (see the module).
+        DatabaseUnavailableError: when the database cannot be reached.
+
+    """
+    require_test_graph(graph, action="drop the migration version table")
+    with translating(), graph.postgres.begin() as connection:
+        _drop_version_table(graph, connection)
+    return True
 
 
 def new_session(graph: Any, expire_on_commit: bool = False) -> Session:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from typing import Any
 
@@ -10,7 +9,7 @@ from microcosm.api import create_object_graph, load_from_dict
 from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, maybe_transactional, transaction, transactional
-from microcosm_postgres.errors import SessionNotOpenError
+from microcosm_postgres.errors import SessionNotOpenError, UnsafeOperationError
 from microcosm_postgres.example import Company
 from tests.conftest import make_graph
 
@@ -188,18 +187,15 @@ def test_maybe_transactional(graph: Any, context: SessionContext) -> None:
     assert committed_names(graph) == ["committed", "committed too"]
 
 
-def test_recreate_all_outside_testing_does_nothing(
-    graph: Any, context: SessionContext, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_recreate_all_refuses_a_database_that_is_not_a_test_database(graph: Any, context: SessionContext) -> None:
     with transaction():
         graph.company_store.create(Company(name="precious"))
     production = create_object_graph(
         name="example",
         testing=False,
-        loader=load_from_dict(postgres={"database_name": "example_test_db"}),
+        loader=load_from_dict(postgres={"database_name": "example_db"}),
     )
-    with SessionContext(production) as production_context, caplog.at_level(logging.WARNING):
+    with SessionContext(production) as production_context, pytest.raises(UnsafeOperationError, match="'example_db'"):
         production_context.recreate_all()
-    assert "not a testing graph" in caplog.text
     assert committed_names(graph) == ["precious"]
     production.postgres.dispose()

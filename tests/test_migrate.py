@@ -193,17 +193,31 @@ def test_environment_options_from_config(directory: Path) -> None:
         graph.postgres.dispose()
 
 
-def test_missing_directory_and_init(tmp_path: Path) -> None:
+def test_missing_directory_and_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nowhere"
     graph = make_graph(missing)
     with pytest.raises(CommandError, match=re.escape(str(missing))):
         migrate.main(graph, "--raiseerr", "upgrade", "head")
     assert migrate.head_revision(graph) is None
     with pytest.raises(CommandError, match="`init` is not needed"):
-        migrate.main(graph, "init", str(tmp_path / "x"))
+        migrate.main(graph, "--raiseerr", "init", str(tmp_path / "x"))
     unresolvable = create_object_graph(name="no_such_package_xyz", testing=True)
     with pytest.raises(CommandError, match="migrations_dir"):
         migrate.migrations_dir(unresolvable)
+
+
+@pytest.mark.parametrize("arguments", [("upgrade", "head"), ("init", "somewhere")])
+def test_failures_are_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...]
+) -> None:
+    graph = make_graph(tmp_path / "nowhere")
+    with pytest.raises(SystemExit) as raised:
+        migrate.main(graph, *arguments)
+    assert raised.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("FAILED: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
 
 
 def test_no_revisions_means_no_head(graph: Any) -> None:

@@ -89,6 +89,8 @@ logger = logging.getLogger(__name__)
     engine_retry_interval=typed(int, default_value=100),
     # Admin connection URL for provisioning only (MICROCOSM_POSTGRES_ADMIN_URL wins); None: postgres@host:port.
     admin_url=typed(str, default_value=None),
+    # Let drop/recreate/reset/truncate act on a database that is not a test database (see operations).
+    allow_destructive=typed(bool, default_value=False),
 )
 def configure_engine(graph: Any) -> Engine:
     """Build the service's engine from `graph.config.postgres`.

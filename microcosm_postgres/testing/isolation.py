@@ -51,4 +51,6 @@ def committed(graph: Any, model_cls: type[Any] = Model) -> Iterator[SessionConte
         with SessionContext(graph) as context:
             yield context
     finally:
-        reset_all(graph.postgres, model_cls.metadata)
+        reset_all(
+            graph.postgres, model_cls.metadata, allow_destructive=bool(graph.config.postgres.get("allow_destructive"))
+        )

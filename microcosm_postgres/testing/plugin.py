@@ -23,6 +23,11 @@ Fixtures:
                             Tests marked `@pytest.mark.postgres_commit` really commit
                             instead, and every table is emptied after them.
 
+The fixtures drop and empty tables only in a test database: named `{name}_test_db` or
+`{name}_test_<anything>_db`, or on a throwaway server started by this plugin; for any
+other database they stop with `UnsafeOperationError` unless pytest runs with
+`--postgres-allow-destructive` (see `microcosm_postgres.operations`).
+
 Under pytest-xdist each worker gets its own database, `{database}_{worker}`, copied
 from the first one as a template.
 
@@ -37,8 +42,9 @@ from typing import Any
 import pytest
 from microcosm.api import create_object_graph
 
+from microcosm_postgres.errors import UnsafeOperationError
 from microcosm_postgres.factories.engine import database_name_for, username_for
-from microcosm_postgres.operations import drop_all, recreate_all
+from microcosm_postgres.operations import drop_all, recreate_all, require_test_graph
 from microcosm_postgres.provision import clone_database
 from microcosm_postgres.testing.database import (
     MODES,
@@ -75,6 +81,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             f"Also settable with ${SERVER_MODE_VARIABLE}."
         ),
     )
+    parser.addoption(
+        "--postgres-allow-destructive",
+        action="store_true",
+        default=False,
+        help=(
+            "let the fixtures drop and empty the tables of a database that is not named as a test database "
+            "({name}_test_db) and not on a throwaway server (sets postgres.allow_destructive)"
+        ),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,26 +122,41 @@ def postgres_server(pytestconfig: pytest.Config, postgres_service_name: str) -> 
 
 
 @pytest.fixture(scope="session")
-def postgres_session_graph(postgres_server: PostgresServer, postgres_service_name: str) -> Iterator[Any]:
-    """The testing graph, with its role, database (per xdist worker) and fresh tables."""
+def postgres_session_graph(
+    postgres_server: PostgresServer, postgres_service_name: str, pytestconfig: pytest.Config
+) -> Iterator[Any]:
+    """The testing graph, with its role, database (per xdist worker) and fresh tables.
+
+    Raises:
+        UnsafeOperationError: (as a usage error) when the configured database is not a test
+            database and `--postgres-allow-destructive` is not given; nothing is touched.
+
+    """
     from microcosm_postgres.migrate import head_revision, upgrade  # Alembic only when the fixture is used
 
     name = postgres_service_name
-    try:
-        ensure_test_database(name, postgres_server)
-    except TestDatabaseError as error:
-        raise pytest.UsageError(str(error)) from error
     with pytest.MonkeyPatch.context() as patch:
+        if pytestconfig.getoption("--postgres-allow-destructive"):
+            patch.setenv(f"{env_prefix(name)}__POSTGRES__ALLOW_DESTRUCTIVE", "true")
+        probe = create_object_graph(name=name, testing=True)
+        try:
+            require_test_graph(probe, action="recreate tables")
+        except UnsafeOperationError as error:
+            raise pytest.UsageError(str(error)) from error
+        has_migrations = head_revision(probe) is not None  # a broken lookup fails here, before provisioning
+        try:
+            ensure_test_database(name, postgres_server)
+        except TestDatabaseError as error:
+            raise pytest.UsageError(str(error)) from error
         worker = os.environ.get("PYTEST_XDIST_WORKER")
         if worker:
-            probe = create_object_graph(name=name, testing=True)
             database = database_name_for(probe.metadata, probe.config.postgres)
             worker_database = f"{database}_{worker}"
             owner = username_for(probe.metadata, probe.config.postgres)
             clone_database(postgres_server.admin_url, database, worker_database, owner)
             patch.setenv(f"{env_prefix(name)}__POSTGRES__DATABASE_NAME", worker_database)
         graph: Any = create_object_graph(name=name, testing=True)
-        if head_revision(graph) is not None:
+        if has_migrations:
             drop_all(graph)
             upgrade(graph)  # the service's own migrations build the schema
         else:

@@ -7,6 +7,12 @@ port of 127.0.0.1 and on a private socket directory, runs with durability off
 (fsync, synchronous_commit, full_page_writes: it is thrown away), trusts local
 connections, and is stopped and deleted by `stop()` (also registered with `atexit`).
 
+Every server started here is recorded while it runs, in this process and in the
+environment variable `MICROCOSM_POSTGRES_THROWAWAY_SERVERS` (`host:port` entries separated
+by spaces), which subprocesses of a test session (pytest-xdist workers, pytester) inherit.
+`is_throwaway_server(host, port)` answers from both: any database on such a server is a
+test database, so destructive operations accept it (see `microcosm_postgres.operations`).
+
 As root, the server runs as the `postgres` system user (or `nobody`): PostgreSQL
 refuses to run as root.
 
@@ -30,11 +36,59 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 __all__ = [
+    "THROWAWAY_SERVERS_VARIABLE",
     "ServerNotAvailableError",
     "TemporaryServer",
     "find_binaries",
     "is_listening",
+    "is_throwaway_server",
 ]
+
+THROWAWAY_SERVERS_VARIABLE = "MICROCOSM_POSTGRES_THROWAWAY_SERVERS"
+
+# The servers this process started and has not stopped yet: a fact about the process,
+# not about any graph.
+_running: set[tuple[str, int]] = set()
+
+
+def _exported() -> set[tuple[str, int]]:
+    servers = set()
+    for entry in os.environ.get(THROWAWAY_SERVERS_VARIABLE, "").split():
+        host, _, port = entry.rpartition(":")
+        if host and port.isdigit():
+            servers.add((host, int(port)))
+    return servers
+
+
+def _export(servers: set[tuple[str, int]]) -> None:
+    if servers:
+        os.environ[THROWAWAY_SERVERS_VARIABLE] = " ".join(f"{host}:{port}" for host, port in sorted(servers))
+    else:
+        os.environ.pop(THROWAWAY_SERVERS_VARIABLE, None)
+
+
+def _record(host: str, port: int) -> None:
+    _running.add((host, port))
+    _export(_exported() | {(host, port)})
+
+
+def _forget(host: str, port: int) -> None:
+    _running.discard((host, port))
+    _export(_exported() - {(host, port)})
+
+
+def is_throwaway_server(host: str | None, port: int | None) -> bool:
+    """Whether `host:port` is a throwaway server started by this library and still running.
+
+    Started by this process, or by a parent process that exported it in
+    `$MICROCOSM_POSTGRES_THROWAWAY_SERVERS`. Hosts compare as written (`localhost` is not
+    `127.0.0.1`), which errs on the side of refusing.
+
+    """
+    if host is None or port is None:
+        return False
+    return (host, int(port)) in _running | _exported()
+
 
 _FAST_SETTINGS = {
     "fsync": "off",
@@ -185,6 +239,7 @@ class TemporaryServer:
             shutil.rmtree(directory, ignore_errors=True)
 
         server = cls(host="127.0.0.1", port=port, source=f"binaries in {binaries}", directory=directory, _stop=stop)
+        _record(server.host, server.port)
         atexit.register(server.stop)
         return server
 
@@ -212,6 +267,7 @@ class TemporaryServer:
             shutil.rmtree(directory, ignore_errors=True)
 
         started = cls(host=host, port=port, source="the pgserver package", directory=directory, _stop=stop)
+        _record(started.host, started.port)
         atexit.register(started.stop)
         return started
 
@@ -219,4 +275,5 @@ class TemporaryServer:
         """Stop the server and delete its files (idempotent)."""
         stop, self._stop = self._stop, None
         if stop is not None:
+            _forget(self.host, self.port)
             stop()
