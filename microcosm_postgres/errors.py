@@ -68,6 +68,7 @@ class PersistenceError(Exception):
 
     Attributes:
         status_code: the HTTP status a service should answer with.
+        fault: the key of `TRANSLATIONS` the error was made from (None when raised directly).
         include_stack_trace: False when the fault is the caller's (a 4xx), so error
             handlers need not log a stack trace.
         retryable: True when running the whole transaction again may succeed.
@@ -82,6 +83,8 @@ class PersistenceError(Exception):
     include_stack_trace: bool = True
     retryable: bool = False
     default_message: str = "A database operation failed."
+    #: The key of `TRANSLATIONS` this error was made from, or None when raised directly.
+    fault: str | None = None
 
     def __init__(
         self,
@@ -454,6 +457,10 @@ def fault_of(error: BaseException) -> str | None:
     orig = error.orig if isinstance(error, sa_exc.StatementError) else error
     if orig is None:
         return None
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        # Whatever the server said last (57P01 from pg_terminate_backend reaches psycopg 3,
+        # not psycopg2), the connection is gone: the same fault on both drivers.
+        return "connection lost"
     sqlstate = sqlstate_of(orig)
     if sqlstate == "23503" and _is_delete(error):
         return "23503 on delete"
@@ -461,8 +468,6 @@ def fault_of(error: BaseException) -> str | None:
         for key in (sqlstate, sqlstate[:2]):
             if key in TRANSLATIONS:
                 return key
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return "connection lost"
     names = _class_names(orig)
     if sqlstate is None and names & {"OperationalError", "InterfaceError"}:
         return "login refused" if _refused_login(orig) else "connection failed"
@@ -498,12 +503,14 @@ def make_error(fault: str, **fields: object) -> PersistenceError:
     }
     values.update({key: value for key, value in fields.items() if value is not None})
     attribute = {key: fields.get(key) for key in ("sqlstate", "constraint", "table")}
-    return row.error_class(
+    error = row.error_class(
         row.template.format_map(values),
         sqlstate=_str_or_none(attribute["sqlstate"]),
         constraint=_str_or_none(attribute["constraint"]),
         table=_str_or_none(attribute["table"]),
     )
+    error.fault = fault
+    return error
 
 
 def _str_or_none(value: object) -> str | None:

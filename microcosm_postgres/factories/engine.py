@@ -391,7 +391,7 @@ def _discard_if_server_closed(
     if reason is None:
         return
     if fresh:
-        raise make_error("checkout rejected")
+        raise make_error("checkout rejected") from DisconnectionError(reason)
     raise DisconnectionError(reason)
 
 
