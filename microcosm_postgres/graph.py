@@ -9,7 +9,8 @@ satisfies it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from microcosm.config.model import Configuration
@@ -47,10 +48,10 @@ class Graph(Protocol):
         """The session factory (the `sessionmaker` component)."""
         ...
 
-    def factory_for(self, key: str) -> Any:
+    def factory_for(self, key: str) -> Callable[..., object]:
         """The factory bound to component `key`."""
         ...
 
-    def use(self, *keys: str) -> Any:
+    def use(self, *keys: str) -> list[object]:
         """Create components `keys` (and their dependencies)."""
         ...

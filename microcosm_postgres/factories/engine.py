@@ -342,7 +342,9 @@ def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: floa
     url = engine.url
 
     @event.listens_for(engine, "do_connect")
-    def connect(dialect: Dialect, connection_record: ConnectionPoolEntry, cargs: Any, cparams: Any) -> Any:
+    def connect(
+        dialect: Dialect, connection_record: ConnectionPoolEntry, cargs: tuple[Any, ...], cparams: dict[str, Any]
+    ) -> DBAPIConnection:
         deadline = time.monotonic() + budget
         for attempt in range(retries + 1):
             try:
