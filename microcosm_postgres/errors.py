@@ -256,8 +256,8 @@ class Translation:
 
     The template is filled with `str.format` from: `subject` ("Company" or "The row"),
     `of` (" for Company" or ""), `where` (the constraint and table, or ""), `column`
-    (", column 'x'" or ""), `sqlstate`, and for connection faults `user`, `host`, `port`,
-    `database`. Row values never reach a template.
+    (", column 'x'" or ""), `sqlstate`, and `target` (" of user 'u' to database 'd' on
+    host:port" when known, else ""). Row values never reach a template.
 
     """
 
@@ -289,9 +289,8 @@ _SERVER_GONE = Translation(
 )
 _CREDENTIALS = Translation(
     AuthenticationFailedError,
-    "The server refused the credentials of user {user!r} for database {database!r} on {host}:{port}"
-    " (SQLSTATE {sqlstate}). Check postgres.username and postgres.password (and the server's "
-    "pg_hba.conf); retrying will not help.",
+    "The server refused the credentials{target} (SQLSTATE {sqlstate}). Check postgres.username "
+    "and postgres.password (and the server's pg_hba.conf); retrying will not help.",
 )
 
 #: Fault -> error class and message. Keys are SQLSTATEs (PostgreSQL's "Appendix A. Error
@@ -352,8 +351,8 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
         "28000": _CREDENTIALS,  # invalid_authorization_specification
         "login refused": Translation(
             AuthenticationFailedError,
-            "The server refused the login of user {user!r} to database {database!r} on {host}:{port} "
-            "(wrong password, unknown role, or no pg_hba.conf entry). Check postgres.username and "
+            "The server refused the login{target} (wrong password, unknown role, role without LOGIN, "
+            "or no pg_hba.conf entry). Check postgres.username and "
             "postgres.password (and the server's pg_hba.conf); retrying will not help.",
         ),
         "08": Translation(  # the whole connection_exception class
@@ -482,26 +481,18 @@ def fault_of(error: BaseException) -> str | None:
 def make_error(fault: str, **fields: object) -> PersistenceError:
     """The typed error for `fault` (a key of `TRANSLATIONS`), its message filled from `fields`.
 
-    `sqlstate`, `constraint` and `table` among `fields` also become the error's attributes.
-    Fields a template uses but `fields` lacks read "?".
+    `sqlstate`, `constraint` and `table` among `fields` also become the error's attributes;
+    `user`, `database`, `host` and `port` make up `target`. A SQLSTATE a template uses but
+    `fields` lacks reads "?".
 
     Raises:
         KeyError: when `fault` is not a key of `TRANSLATIONS`.
 
     """
     row = TRANSLATIONS[fault]
-    values: dict[str, object] = {
-        "subject": "The row",
-        "of": "",
-        "where": "",
-        "column": "",
-        "sqlstate": _UNKNOWN,
-        "user": _UNKNOWN,
-        "host": _UNKNOWN,
-        "port": _UNKNOWN,
-        "database": _UNKNOWN,
-    }
+    values: dict[str, object] = {"subject": "The row", "of": "", "where": "", "column": "", "sqlstate": _UNKNOWN}
     values.update({key: value for key, value in fields.items() if value is not None})
+    values["target"] = _target(fields)
     attribute = {key: fields.get(key) for key in ("sqlstate", "constraint", "table")}
     error = row.error_class(
         row.template.format_map(values),
@@ -511,6 +502,16 @@ def make_error(fault: str, **fields: object) -> PersistenceError:
     )
     error.fault = fault
     return error
+
+
+def _target(fields: Mapping[str, object]) -> str:
+    """ " of user 'u' to database 'd' on host:port", from what `fields` knows of it."""
+    user, database, host, port = (fields.get(key) for key in ("user", "database", "host", "port"))
+    target = f" of user {str(user)!r}" if user else ""
+    target += f" to database {str(database)!r}" if database else ""
+    if host:
+        target += f" on {host}:{port}" if port else f" on {host}"
+    return target
 
 
 def _str_or_none(value: object) -> str | None:

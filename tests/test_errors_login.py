@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from microcosm_postgres.context import SessionContext, transaction
-from microcosm_postgres.errors import AuthenticationFailedError, DatabaseUnavailableError
+from microcosm_postgres.errors import AuthenticationFailedError, DatabaseUnavailableError, translating
 from tests.conftest import make_graph
 from tests.scram import ScramServer, scram_server_running
 
@@ -101,3 +101,23 @@ def test_unreachable_server_is_still_retried(scram_server: ScramServer) -> None:
         engine.dispose()
     assert len(calls) == 3
     assert not isinstance(raised.value, AuthenticationFailedError)
+
+
+def test_refused_login_outside_the_engine_is_typed_too(scram_server: ScramServer) -> None:
+    """A raw driver connect (as a maintenance script might do) refused: `translating()` types it."""
+    graph = make_graph()
+    dbapi = graph.postgres.dialect.loaded_dbapi
+    secret = "wrong-password-0xBADC0DE"
+    with pytest.raises(AuthenticationFailedError) as raised, translating():
+        dbapi.connect(
+            host=scram_server.host,
+            port=scram_server.port,
+            user=scram_server.username,
+            password=secret,
+            dbname="postgres",
+            connect_timeout=5,
+        )
+    graph.postgres.dispose()
+    assert "?" not in str(raised.value)
+    assert secret not in str(raised.value)
+    assert not raised.value.retryable
