@@ -505,7 +505,7 @@ def make_error(fault: str, **fields: object) -> PersistenceError:
 
 
 def _target(fields: Mapping[str, object]) -> str:
-    """ " of user 'u' to database 'd' on host:port", from what `fields` knows of it."""
+    """The login target (`of user 'u' to database 'd' on host:port`), from what `fields` knows."""
     user, database, host, port = (fields.get(key) for key in ("user", "database", "host", "port"))
     target = f" of user {str(user)!r}" if user else ""
     target += f" to database {str(database)!r}" if database else ""
