@@ -5,23 +5,33 @@ and carries an HTTP-ish `status_code` (microcosm-flask turns it into the respons
 `include_stack_trace` (False for faults that are the caller's, not the server's) and
 `retryable` (True when running the whole transaction again may succeed).
 
-`translate()` classifies by SQLSTATE (`pgcode` on psycopg2, `sqlstate` on psycopg 3)
-and, for faults the driver raises before the server answers, by DBAPI exception class.
-It never searches message text, and its messages never repeat the server's detail
-(a `Key (email)=(...)` detail can hold personal data): that stays on the chained
-exception (`error.__cause__`).
+The translation is data: `TRANSLATIONS` maps a fault to its error class and message
+template. A fault is a SQLSTATE (`pgcode` on psycopg2, `sqlstate` on psycopg 3), a
+SQLSTATE class (`"08"`), or one of the few faults that reach us without a SQLSTATE
+("pool timeout", "connection lost", ...). `fault_of()` names the fault of an exception,
+`translate()` looks it up. Classification never searches the server's message text,
+with one documented exception: a refused login, for which neither driver exposes a
+SQLSTATE (see `_refused_login`). Messages never repeat the server's detail (a
+`Key (email)=(...)` detail can hold personal data): that stays on the chained exception
+(`error.__cause__`).
+
+Services raise these classes themselves too, as with 3.x: `ModelNotFoundError()`,
+`ModelNotFoundError("message")` and `ModelNotFoundError("message", cause)` all work.
 
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from sqlalchemy import exc as sa_exc
 
 __all__ = [
+    "TRANSLATIONS",
     "AuthenticationFailedError",
     "DatabaseUnavailableError",
     "DuplicateModelError",
@@ -38,7 +48,11 @@ __all__ = [
     "SessionNotOpenError",
     "TransactionAbortedError",
     "TransactionConflictError",
+    "Translation",
     "UnsafeOperationError",
+    "connect_error",
+    "fault_of",
+    "make_error",
     "sqlstate_of",
     "translate",
     "translating",
@@ -48,33 +62,51 @@ __all__ = [
 class PersistenceError(Exception):
     """Base class of every typed error microcosm-postgres raises.
 
+    Constructible as services do: `PersistenceError()`, `PersistenceError("message")`,
+    `PersistenceError("message", cause)`; a positional `cause` is kept as `cause` and
+    as `__cause__` (a later `raise ... from other` replaces the latter).
+
     Attributes:
         status_code: the HTTP status a service should answer with.
+        fault: the key of `TRANSLATIONS` the error was made from (None when raised directly).
         include_stack_trace: False when the fault is the caller's (a 4xx), so error
             handlers need not log a stack trace.
         retryable: True when running the whole transaction again may succeed.
         sqlstate: the five-character SQLSTATE the server reported, when there was one.
         constraint: the name of the violated constraint, when the server gave one.
         table: the table the server named, when it gave one.
+        cause: the exception given as second positional argument, if any.
 
     """
 
     status_code: int = 500
     include_stack_trace: bool = True
     retryable: bool = False
+    default_message: str = "A database operation failed."
+    #: The key of `TRANSLATIONS` this error was made from, or None when raised directly.
+    fault: str | None = None
 
     def __init__(
         self,
-        message: str,
+        message: str | None = None,
+        cause: BaseException | None = None,
         *,
         sqlstate: str | None = None,
         constraint: str | None = None,
         table: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(self.default_message if message is None else message)
+        self.cause = cause
+        if cause is not None:
+            self.__cause__ = cause
         self.sqlstate = sqlstate
         self.constraint = constraint
         self.table = table
+
+    @property
+    def message(self) -> str:
+        """The message (3.x services read `error.message`)."""
+        return str(self)
 
 
 class ModelNotFoundError(PersistenceError):
@@ -82,12 +114,14 @@ class ModelNotFoundError(PersistenceError):
 
     status_code = 404
     include_stack_trace = False
+    default_message = "The model was not found."
 
 
 class ModelIntegrityError(PersistenceError):
     """The database refused a write that breaks a constraint (not null, check, ...) (500)."""
 
     status_code = 500
+    default_message = "The write breaks a database constraint."
 
 
 class DuplicateModelError(ModelIntegrityError):
@@ -95,6 +129,7 @@ class DuplicateModelError(ModelIntegrityError):
 
     status_code = 409
     include_stack_trace = False
+    default_message = "The model already exists."
 
 
 class MissingDependencyError(ModelIntegrityError):
@@ -102,6 +137,7 @@ class MissingDependencyError(ModelIntegrityError):
 
     status_code = 404
     include_stack_trace = False
+    default_message = "The model refers to a row that does not exist."
 
 
 class ReferencedModelError(ModelIntegrityError):
@@ -109,6 +145,7 @@ class ReferencedModelError(ModelIntegrityError):
 
     status_code = 403
     include_stack_trace = False
+    default_message = "The model is still referenced by other rows."
 
 
 class InvalidInputError(PersistenceError):
@@ -116,12 +153,14 @@ class InvalidInputError(PersistenceError):
 
     status_code = 400
     include_stack_trace = False
+    default_message = "A value is not valid input."
 
 
 class QueryTimeoutError(PersistenceError):
     """The server cancelled a statement that ran past `statement_timeout` (503)."""
 
     status_code = 503
+    default_message = "The statement timed out."
 
 
 class TransactionConflictError(PersistenceError):
@@ -130,6 +169,7 @@ class TransactionConflictError(PersistenceError):
     status_code = 409
     include_stack_trace = False
     retryable = True
+    default_message = "The transaction conflicted with a concurrent one; run it again."
 
 
 class DatabaseUnavailableError(PersistenceError):
@@ -142,6 +182,7 @@ class DatabaseUnavailableError(PersistenceError):
 
     status_code = 503
     retryable = True
+    default_message = "The database is unavailable."
 
 
 class AuthenticationFailedError(DatabaseUnavailableError):
@@ -153,6 +194,7 @@ class AuthenticationFailedError(DatabaseUnavailableError):
     """
 
     retryable = False
+    default_message = "The database server refused the credentials."
 
 
 class PermissionDeniedError(PersistenceError):
@@ -164,6 +206,7 @@ class PermissionDeniedError(PersistenceError):
     """
 
     status_code = 500
+    default_message = "The database role lacks a privilege this statement needs."
 
 
 class TransactionAbortedError(PersistenceError):
@@ -176,12 +219,14 @@ class TransactionAbortedError(PersistenceError):
     """
 
     status_code = 500
+    default_message = "The transaction was already aborted by an earlier failed statement."
 
 
 class InvalidNameError(PersistenceError, ValueError):
     """A database or role name PostgreSQL cannot store unchanged (too long, empty) (500)."""
 
     status_code = 500
+    default_message = "The name cannot be used as a PostgreSQL identifier."
 
 
 class UnsafeOperationError(PersistenceError):
@@ -189,44 +234,161 @@ class UnsafeOperationError(PersistenceError):
     not provably a test database (500). The message names the database and the opt-in."""
 
     status_code = 500
+    default_message = "The destructive operation was refused: the database is not a test database."
 
 
 class MigrationsBehindError(PersistenceError):
     """The database's revision is not the code's head revision (503): run `upgrade head`."""
 
     status_code = 503
+    default_message = "The database is not at the head revision: run `upgrade head`."
 
 
 class SessionNotOpenError(PersistenceError, RuntimeError):
     """Code used the database outside `SessionContext(graph)` (a programming error, 500)."""
 
+    default_message = "No session is open: use the database inside `SessionContext(graph)`."
 
-# SQLSTATE classes and codes, from PostgreSQL's "Appendix A. Error Codes".
-_UNIQUE_VIOLATION = "23505"
-_FOREIGN_KEY_VIOLATION = "23503"
-_INTEGRITY_CODES = {"23502", "23514", "23P01", "23000", "23001"}
-_INVALID_INPUT_CODES = {
-    "22P02",  # invalid_text_representation
-    "22001",  # string_data_right_truncation
-    "22003",  # numeric_value_out_of_range
-    "22007",  # invalid_datetime_format
-    "22008",  # datetime_field_overflow
-    "22021",  # character_not_in_repertoire
-    "22023",  # invalid_parameter_value
-    "22P05",  # untranslatable_character
-}
-_QUERY_CANCELED = "57014"
-_LOCK_NOT_AVAILABLE = "55P03"
-_CONFLICT_CODES = {"40001", "40P01"}
-_INSUFFICIENT_PRIVILEGE = "42501"
-_IN_FAILED_TRANSACTION = "25P02"
-_AUTHENTICATION_CODES = {"28P01", "28000"}
-_UNAVAILABLE_CODES = {
-    "57P01",  # admin_shutdown
-    "57P02",  # crash_shutdown
-    "57P03",  # cannot_connect_now
-    "53300",  # too_many_connections
-}
+
+@dataclass(frozen=True)
+class Translation:
+    """One row of `TRANSLATIONS`: the error class for a fault, and its message template.
+
+    The template is filled with `str.format` from: `subject` ("Company" or "The row"),
+    `of` (" for Company" or ""), `where` (the constraint and table, or ""), `column`
+    (", column 'x'" or ""), `sqlstate`, and `target` (" of user 'u' to database 'd' on
+    host:port" when known, else ""). Row values never reach a template.
+
+    """
+
+    error_class: type[PersistenceError]
+    template: str
+
+
+_UNAVAILABLE = (
+    "; any open transaction was rolled back. Run the transaction again; if this persists, "
+    "check that the server is up and postgres.host/port are right."
+)
+_INVALID_INPUT = Translation(
+    InvalidInputError,
+    "The database refused a value{of} as invalid input (SQLSTATE {sqlstate}). "
+    "Check the value's type, format and length.",
+)
+_INTEGRITY = Translation(
+    ModelIntegrityError,
+    "{subject} breaks a database constraint{where}{column} (SQLSTATE {sqlstate}). Supply the missing or valid value.",
+)
+_CONFLICT = Translation(
+    TransactionConflictError,
+    "The transaction conflicted with a concurrent one (SQLSTATE {sqlstate}) and was rolled back. "
+    "Run the whole transaction again.",
+)
+_SERVER_GONE = Translation(
+    DatabaseUnavailableError,
+    "The database server is shutting down, restarting or full (SQLSTATE {sqlstate})" + _UNAVAILABLE,
+)
+_CREDENTIALS = Translation(
+    AuthenticationFailedError,
+    "The server refused the credentials{target} (SQLSTATE {sqlstate}). Check postgres.username "
+    "and postgres.password (and the server's pg_hba.conf); retrying will not help.",
+)
+
+#: Fault -> error class and message. Keys are SQLSTATEs (PostgreSQL's "Appendix A. Error
+#: Codes"), SQLSTATE classes (two characters), and named faults that carry no SQLSTATE.
+TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
+    {
+        "23505": Translation(
+            DuplicateModelError,
+            "{subject} already exists: a unique constraint refused it{where}. "
+            "Use a different value, or update the existing row.",
+        ),
+        "23503": Translation(
+            MissingDependencyError,
+            "{subject} refers to a row that does not exist{where}. "
+            "Create the referenced row first, or correct the reference.",
+        ),
+        "23503 on delete": Translation(
+            ReferencedModelError,
+            "{subject} is still referenced by other rows{where}. Delete or re-point the referencing rows first.",
+        ),
+        "23000": _INTEGRITY,  # integrity_constraint_violation
+        "23001": _INTEGRITY,  # restrict_violation
+        "23502": _INTEGRITY,  # not_null_violation
+        "23514": _INTEGRITY,  # check_violation
+        "23P01": _INTEGRITY,  # exclusion_violation
+        "22P02": _INVALID_INPUT,  # invalid_text_representation
+        "22001": _INVALID_INPUT,  # string_data_right_truncation
+        "22003": _INVALID_INPUT,  # numeric_value_out_of_range
+        "22007": _INVALID_INPUT,  # invalid_datetime_format
+        "22008": _INVALID_INPUT,  # datetime_field_overflow
+        "22021": _INVALID_INPUT,  # character_not_in_repertoire
+        "22023": _INVALID_INPUT,  # invalid_parameter_value
+        "22P05": _INVALID_INPUT,  # untranslatable_character
+        "55P03": Translation(
+            QueryTimeoutError,
+            "A lock could not be taken before lock_timeout (SQLSTATE 55P03): another transaction "
+            "holds it. Finish or roll back that transaction, then try again.",
+        ),
+        "57014": Translation(
+            QueryTimeoutError,
+            "The server cancelled the statement (SQLSTATE 57014), usually because it ran past "
+            "postgres.statement_timeout. Make the query cheaper or raise the timeout.",
+        ),
+        "40001": _CONFLICT,  # serialization_failure
+        "40P01": _CONFLICT,  # deadlock_detected
+        "42501": Translation(
+            PermissionDeniedError,
+            "The database role lacks a privilege this statement needs{where} (SQLSTATE 42501). "
+            "Grant it, or connect with the role meant for writes (not the read-only one).",
+        ),
+        "25P02": Translation(
+            TransactionAbortedError,
+            "This transaction was already aborted by an earlier failed statement (SQLSTATE 25P02): "
+            "PostgreSQL ignores everything until it ends. To go on after a statement that may fail, "
+            "run that statement in a nested `transaction()` block.",
+        ),
+        "28P01": _CREDENTIALS,  # invalid_password
+        "28000": _CREDENTIALS,  # invalid_authorization_specification
+        "login refused": Translation(
+            AuthenticationFailedError,
+            "The server refused the login{target} (wrong password, unknown role, role without LOGIN, "
+            "or no pg_hba.conf entry). Check postgres.username and "
+            "postgres.password (and the server's pg_hba.conf); retrying will not help.",
+        ),
+        "08": Translation(  # the whole connection_exception class
+            DatabaseUnavailableError,
+            "The connection to the database failed (SQLSTATE {sqlstate})" + _UNAVAILABLE,
+        ),
+        "57P01": _SERVER_GONE,  # admin_shutdown
+        "57P02": _SERVER_GONE,  # crash_shutdown
+        "57P03": _SERVER_GONE,  # cannot_connect_now
+        "53300": _SERVER_GONE,  # too_many_connections
+        "connection lost": Translation(
+            DatabaseUnavailableError,
+            "The connection to the database was lost" + _UNAVAILABLE,
+        ),
+        "connection failed": Translation(
+            DatabaseUnavailableError,
+            "The database is unreachable (the driver reported no SQLSTATE)" + _UNAVAILABLE,
+        ),
+        "checkout rejected": Translation(
+            DatabaseUnavailableError,
+            "A connection the server had just opened was already closed when it was checked out of "
+            "the pool" + _UNAVAILABLE,
+        ),
+        "pool timeout": Translation(
+            DatabaseUnavailableError,
+            "No database connection became free within postgres.pool_timeout. "
+            "Raise postgres.pool_size / max_overflow, or release sessions sooner.",
+        ),
+        "driver refused value": Translation(
+            InvalidInputError,
+            "The database driver refused a value{of} (for example a NUL byte in a string). Check the value.",
+        ),
+    }
+)
+
+_UNKNOWN = "?"
 
 
 def sqlstate_of(error: BaseException) -> str | None:
@@ -246,10 +408,125 @@ def _is_delete(error: BaseException) -> bool:
     return statement.lstrip().upper().startswith("DELETE")
 
 
-def _driver_errors(orig: BaseException) -> tuple[bool, bool]:
-    """(is a DBAPI OperationalError/InterfaceError, is a DBAPI DataError), for either driver."""
-    names = {cls.__name__ for cls in type(orig).__mro__}
-    return bool(names & {"OperationalError", "InterfaceError"}), "DataError" in names
+def _class_names(orig: BaseException) -> set[str]:
+    """Names of the DBAPI exception classes of `orig`, alike for psycopg2 and psycopg 3."""
+    return {cls.__name__ for cls in type(orig).__mro__}
+
+
+# What the server (auth.c, postinit.c) and libpq say when they refuse a login, in English.
+_LOGIN_REFUSED = re.compile(
+    r'authentication failed for user "'
+    r"|no pg_hba\.conf entry for "
+    r"|pg_hba\.conf rejects connection"
+    r"|is not permitted to log in"
+    r'|role ".*" does not exist'
+    r"|no password supplied"
+)
+
+
+def _refused_login(orig: BaseException) -> bool:
+    """Whether a connect failure is the server (or libpq) refusing the login.
+
+    The one place that reads message text, because there is no other signal: neither
+    psycopg2 (2.9) nor psycopg 3 (3.3) exposes the SQLSTATE (28P01 / 28000) of an error
+    received while connecting; libpq keeps only the text. A SQLSTATE, when a driver does
+    give one, wins; psycopg 3's `needs_password` flag is used next. The phrases are
+    PostgreSQL's English ones: with a server whose `lc_messages` is another language,
+    a refused login is classified as "connection failed" (retried, and still a
+    `DatabaseUnavailableError`), never as something else.
+
+    """
+    sqlstate = sqlstate_of(orig)
+    if sqlstate is not None:
+        return sqlstate.startswith("28")
+    if getattr(getattr(orig, "pgconn", None), "needs_password", False):
+        return True
+    return _LOGIN_REFUSED.search(str(orig)) is not None
+
+
+def fault_of(error: BaseException) -> str | None:
+    """The key of `TRANSLATIONS` that describes `error`, or None when it is not a database fault.
+
+    Accepts SQLAlchemy's wrappers (`DBAPIError`, `StatementError`, pool `TimeoutError`)
+    and raw psycopg2 / psycopg 3 errors.
+
+    """
+    if isinstance(error, sa_exc.TimeoutError):
+        return "pool timeout"
+    orig = error.orig if isinstance(error, sa_exc.StatementError) else error
+    if orig is None:
+        return None
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        # Whatever the server said last (57P01 from pg_terminate_backend reaches psycopg 3,
+        # not psycopg2), the connection is gone: the same fault on both drivers.
+        return "connection lost"
+    sqlstate = sqlstate_of(orig)
+    if sqlstate == "23503" and _is_delete(error):
+        return "23503 on delete"
+    if sqlstate is not None:
+        for key in (sqlstate, sqlstate[:2]):
+            if key in TRANSLATIONS:
+                return key
+    names = _class_names(orig)
+    if sqlstate is None and names & {"OperationalError", "InterfaceError"}:
+        return "login refused" if _refused_login(orig) else "connection failed"
+    if (sqlstate is None and "DataError" in names) or (
+        isinstance(error, sa_exc.StatementError) and isinstance(orig, (ValueError, TypeError))
+    ):
+        # Refused by the driver or a column type before the server saw it (a NUL byte, ...).
+        return "driver refused value"
+    return None
+
+
+def make_error(fault: str, **fields: object) -> PersistenceError:
+    """The typed error for `fault` (a key of `TRANSLATIONS`), its message filled from `fields`.
+
+    `sqlstate`, `constraint` and `table` among `fields` also become the error's attributes;
+    `user`, `database`, `host` and `port` make up `target`. A SQLSTATE a template uses but
+    `fields` lacks reads "?".
+
+    Raises:
+        KeyError: when `fault` is not a key of `TRANSLATIONS`.
+
+    """
+    row = TRANSLATIONS[fault]
+    values: dict[str, object] = {"subject": "The row", "of": "", "where": "", "column": "", "sqlstate": _UNKNOWN}
+    values.update({key: value for key, value in fields.items() if value is not None})
+    values["target"] = _target(fields)
+    attribute = {key: fields.get(key) for key in ("sqlstate", "constraint", "table")}
+    error = row.error_class(
+        row.template.format_map(values),
+        sqlstate=_str_or_none(attribute["sqlstate"]),
+        constraint=_str_or_none(attribute["constraint"]),
+        table=_str_or_none(attribute["table"]),
+    )
+    error.fault = fault
+    return error
+
+
+def _target(fields: Mapping[str, object]) -> str:
+    """The login target (`of user 'u' to database 'd' on host:port`), from what `fields` knows."""
+    user, database, host, port = (fields.get(key) for key in ("user", "database", "host", "port"))
+    target = f" of user {str(user)!r}" if user else ""
+    target += f" to database {str(database)!r}" if database else ""
+    if host:
+        target += f" on {host}:{port}" if port else f" on {host}"
+    return target
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _connection_target(orig: BaseException) -> dict[str, object]:
+    """User, host, port and database of a failed psycopg 3 connection (psycopg2 gives none)."""
+    pgconn = getattr(orig, "pgconn", None)
+    target: dict[str, object] = {}
+    for key, attribute in (("user", "user"), ("host", "host"), ("port", "port"), ("database", "db")):
+        value = getattr(pgconn, attribute, None)
+        if isinstance(value, bytes) and value:
+            target[key] = value.decode("utf-8", "replace")
+    return target
 
 
 def translate(error: BaseException, *, model_name: str | None = None) -> PersistenceError | None:
@@ -257,7 +534,8 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
 
     Accepts SQLAlchemy's wrappers (`DBAPIError`, `StatementError`, pool `TimeoutError`)
     and raw psycopg2 / psycopg 3 errors; both drivers give the same class for the same
-    fault. The caller raises the result `from error` (see `translating()`).
+    fault (see `TRANSLATIONS`). The caller raises the result `from error` (see
+    `translating()`).
 
     Args:
         error: the exception to classify.
@@ -266,117 +544,45 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
     """
     if isinstance(error, PersistenceError):
         return error
-    subject = model_name or "The row"
-    of = f" for {model_name}" if model_name else ""
-    if isinstance(error, sa_exc.TimeoutError):
-        return DatabaseUnavailableError(
-            "No database connection became free within postgres.pool_timeout. "
-            "Raise postgres.pool_size / max_overflow, or release sessions sooner."
-        )
-    orig = getattr(error, "orig", None) if isinstance(error, sa_exc.StatementError) else error
-    if orig is None:
+    fault = fault_of(error)
+    if fault is None:
         return None
-    sqlstate = sqlstate_of(orig)
-    details: dict[str, Any] = dict(
-        sqlstate=sqlstate,
-        constraint=_diag(orig, "constraint_name"),
-        table=_diag(orig, "table_name"),
+    orig = error.orig if isinstance(error, sa_exc.StatementError) else error
+    constraint = _diag(orig, "constraint_name") if orig is not None else None
+    table = _diag(orig, "table_name") if orig is not None else None
+    column = _diag(orig, "column_name") if orig is not None else None
+    if constraint is not None:
+        where = f" (constraint {constraint!r} on table {table!r})"
+    else:
+        where = f" (table {table!r})" if table else ""
+    return make_error(
+        fault,
+        subject=model_name or "The row",
+        of=f" for {model_name}" if model_name else "",
+        where=where,
+        column=f", column {column!r}" if column else "",
+        sqlstate=sqlstate_of(orig) if orig is not None else None,
+        constraint=constraint,
+        table=table,
+        **(_connection_target(orig) if orig is not None else {}),
     )
-    where = f" (constraint {details['constraint']!r} on table {details['table']!r})"
-    if details["constraint"] is None:
-        where = f" (table {details['table']!r})" if details["table"] else ""
 
-    if sqlstate == _UNIQUE_VIOLATION:
-        return DuplicateModelError(
-            f"{subject} already exists: a unique constraint refused it{where}. "
-            "Use a different value, or update the existing row.",
-            **details,
-        )
-    if sqlstate == _FOREIGN_KEY_VIOLATION:
-        if _is_delete(error):
-            return ReferencedModelError(
-                f"{subject} is still referenced by other rows{where}. Delete or re-point the referencing rows first.",
-                **details,
-            )
-        return MissingDependencyError(
-            f"{subject} refers to a row that does not exist{where}. "
-            "Create the referenced row first, or correct the reference.",
-            **details,
-        )
-    if sqlstate in _INTEGRITY_CODES:
-        column = _diag(orig, "column_name")
-        column_text = f", column {column!r}" if column else ""
-        return ModelIntegrityError(
-            f"{subject} breaks a database constraint{where}{column_text} (SQLSTATE {sqlstate}). "
-            "Supply the missing or valid value.",
-            **details,
-        )
-    if sqlstate in _INVALID_INPUT_CODES:
-        return InvalidInputError(
-            f"The database refused a value{of} as invalid input (SQLSTATE {sqlstate}). "
-            "Check the value's type, format and length.",
-            **details,
-        )
-    if sqlstate == _LOCK_NOT_AVAILABLE:
-        return QueryTimeoutError(
-            "A lock could not be taken before lock_timeout (SQLSTATE 55P03): another transaction "
-            "holds it. Finish or roll back that transaction, then try again.",
-            **details,
-        )
-    if sqlstate == _QUERY_CANCELED:
-        return QueryTimeoutError(
-            "The server cancelled the statement (SQLSTATE 57014), usually because it ran past "
-            "postgres.statement_timeout. Make the query cheaper or raise the timeout.",
-            **details,
-        )
-    if sqlstate in _CONFLICT_CODES:
-        return TransactionConflictError(
-            f"The transaction conflicted with a concurrent one (SQLSTATE {sqlstate}) and was "
-            "rolled back. Run the whole transaction again.",
-            **details,
-        )
-    if sqlstate == _INSUFFICIENT_PRIVILEGE:
-        return PermissionDeniedError(
-            f"The database role lacks a privilege this statement needs{where} (SQLSTATE 42501). "
-            "Grant it, or connect with the role meant for writes (not the read-only one).",
-            **details,
-        )
-    if sqlstate == _IN_FAILED_TRANSACTION:
-        return TransactionAbortedError(
-            "This transaction was already aborted by an earlier failed statement (SQLSTATE 25P02): "
-            "PostgreSQL ignores everything until it ends. To go on after a statement that may fail, "
-            "run that statement in a nested `transaction()` block.",
-            **details,
-        )
-    if sqlstate in _AUTHENTICATION_CODES:
-        return AuthenticationFailedError(
-            f"The server refused the credentials (SQLSTATE {sqlstate}). Check postgres.username and "
-            "postgres.password (and the server's pg_hba.conf); retrying will not help.",
-            **details,
-        )
-    lost = isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
-    operational, data_error = _driver_errors(orig)
-    if (
-        lost
-        or (sqlstate or "").startswith("08")
-        or sqlstate in _UNAVAILABLE_CODES
-        or (operational and sqlstate is None)
-    ):
-        return DatabaseUnavailableError(
-            "The database is unreachable or the connection was lost"
-            + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
-            + "; any open transaction was rolled back. Run the transaction again; if this "
-            "persists, check that the server is up and postgres.host/port are right.",
-            **details,
-        )
-    refused_in_statement = isinstance(error, sa_exc.StatementError) and isinstance(orig, (ValueError, TypeError))
-    if (data_error and sqlstate is None) or refused_in_statement:
-        # Refused by the driver or a column type before the server saw it (a NUL byte, ...).
-        return InvalidInputError(
-            f"The database driver refused a value{of} (for example a NUL byte in a string). Check the value.",
-            **details,
-        )
-    return None
+
+def connect_error(
+    error: BaseException, *, user: str | None, host: str | None, port: int | None, database: str | None
+) -> PersistenceError | None:
+    """`translate()` for a failure to open a connection, naming where it tried to log in.
+
+    The engine calls this with the parameters it connected with (never the password), so
+    a refused login names user, host, port and database on both drivers.
+
+    """
+    fault = fault_of(error)
+    if fault is None:
+        return None
+    if fault in ("28P01", "28000", "login refused"):
+        return make_error(fault, user=user, host=host, port=port, database=database, sqlstate=sqlstate_of(error))
+    return translate(error)
 
 
 @contextmanager

@@ -50,7 +50,7 @@ def test_driver_is_always_named() -> None:
     url = make_url(Metadata("example", testing=True), {})
     assert url.drivername == "postgresql+psycopg2"
     with pytest.raises(ValidationError, match="postgres.driver"):
-        make_url(Metadata("example", testing=True), {"driver": "postgresql"})
+        make_url(Metadata("example", testing=True), {"driver": "mysql+pymysql"})
 
 
 def _captured_connect_params(**config: Any) -> dict[str, Any]:

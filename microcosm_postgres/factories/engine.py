@@ -5,12 +5,21 @@ Naming convention (nothing configured):
     user      `{name}`, or `{name}_ro` when `read_only` is set
     host      `localhost:5432`
 
+`make_engine(metadata, config)` accepts the `postgres` section (`graph.config.postgres`)
+or, as 3.x services call it, the whole configuration (`graph.config`); keys it does not
+know are reported with a warning naming them. The 3.x helper names `choose_database_name`,
+`choose_username`, `choose_uri`, `choose_connect_args` and `choose_args` are kept as thin
+wrappers, with the same `(metadata, config)` arguments.
+
 Disconnects: a pooled connection whose server side has gone away (restart,
 `pg_terminate_backend`, idle timeout) is noticed when it is checked out, without a
-round trip, and replaced; a refused connection is retried `engine_retries` times,
-`engine_retry_interval` ms apart. A statement is never replayed on a new connection
-inside a transaction: the transaction's earlier statements died with the old one, so
-the caller gets `DatabaseUnavailableError` and runs the transaction again.
+round trip, and replaced; a connection that is already closed when it is first checked
+out means the server is dropping us, and gives `DatabaseUnavailableError`. A refused
+connection is retried `engine_retries` times, `engine_retry_interval` ms apart, except
+a refused login (`AuthenticationFailedError`): retrying cannot fix a password. A
+statement is never replayed on a new connection inside a transaction: the
+transaction's earlier statements died with the old one, so the caller gets
+`DatabaseUnavailableError` and runs the transaction again.
 
 """
 
@@ -20,28 +29,47 @@ import logging
 import select
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from microcosm.api import defaults, typed
 from microcosm.errors import ValidationError
 from microcosm.metadata import Metadata
 from microcosm.registry import get_defaults
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Dialect, Engine, ExceptionContext
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError, StatementError
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from microcosm_postgres import naming
+from microcosm_postgres.errors import connect_error, make_error
 from microcosm_postgres.naming import check_identifier
 
+if TYPE_CHECKING:
+    from microcosm_postgres.graph import Graph
+
 __all__ = [
+    "choose_args",
+    "choose_connect_args",
+    "choose_database_name",
+    "choose_uri",
+    "choose_username",
     "configure_engine",
     "database_name_for",
     "make_engine",
     "make_url",
+    "postgres_section",
     "username_for",
 ]
 
 logger = logging.getLogger(__name__)
+
+# 3.x's default driver name; SQLAlchemy 2.1 would read it as psycopg 3, 3.x meant psycopg2.
+_DRIVER_ALIASES = {"postgresql": "postgresql+psycopg2"}
+
+# Marks, in a pool record's `info` (cleared when the connection is replaced), a connection
+# opened for the checkout in progress.
+_FRESH = "microcosm_postgres.fresh"
 
 
 @defaults(
@@ -57,7 +85,8 @@ logger = logging.getLogger(__name__)
     password=typed(str, default_value=""),
     # Connect as the read-only role `{name}_ro` (when username is not set).
     read_only=typed(bool, default_value=False),
-    # SQLAlchemy dialect+driver: `postgresql+psycopg2`, or `postgresql+psycopg` for psycopg 3.
+    # SQLAlchemy dialect+driver: `postgresql+psycopg2`, or `postgresql+psycopg` for psycopg 3;
+    # 3.x's bare `postgresql` means `postgresql+psycopg2`.
     driver=typed(str, default_value="postgresql+psycopg2"),
     # Log every statement (SQLAlchemy's echo).
     echo=typed(bool, default_value=False),
@@ -92,7 +121,7 @@ logger = logging.getLogger(__name__)
     # Let drop/recreate/reset/truncate act on a database that is not a test database (see operations).
     allow_destructive=typed(bool, default_value=False),
 )
-def configure_engine(graph: Any) -> Engine:
+def configure_engine(graph: Graph) -> Engine:
     """Build the service's engine from `graph.config.postgres`.
 
     Raises:
@@ -100,42 +129,84 @@ def configure_engine(graph: Any) -> Engine:
             (e.g. `verify_ssl` without `ssl_cert_path`).
 
     """
-    return make_engine(graph.metadata, graph.config.postgres)
+    return make_engine(graph.metadata, graph.config["postgres"])
+
+
+def postgres_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The `postgres` keys of `config`: its `postgres` section when given a whole
+    configuration (`graph.config`, the 3.x convention), else `config` itself."""
+    section = config.get("postgres")
+    return section if isinstance(section, Mapping) else config
 
 
 def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The declared defaults overlaid with `config`, so a partial mapping is enough."""
+    """The declared defaults overlaid with `config`, so a partial mapping is enough.
+
+    Keys `configure_engine` does not declare are reported (a warning naming them, never
+    their values): a misspelt key would otherwise be silently ignored.
+
+    """
+    section = postgres_section(config)
     declared = get_defaults(configure_engine)
     settings = {key: requirement.default_value for key, requirement in declared.items()}
-    settings.update({key: value for key, value in config.items() if key in settings})
+    unknown = sorted(str(key) for key in section if key not in settings)
+    if unknown:
+        logger.warning(
+            "Ignoring unknown postgres configuration keys: %s. Known keys are: %s.",
+            ", ".join(unknown),
+            ", ".join(sorted(settings)),
+        )
+    settings.update({key: value for key, value in section.items() if key in settings})
     return settings
 
 
-def database_name_for(metadata: Metadata, config: Mapping[str, Any]) -> str:
-    """The database to connect to: configured, or `{name}_test_db` / `{name}_db` by convention."""
-    if config.get("database_name"):
-        return check_identifier(str(config["database_name"]), what="postgres.database_name")
-    return naming.database_name(metadata.name, testing=bool(metadata.testing))
-
-
-def username_for(metadata: Metadata, config: Mapping[str, Any]) -> str:
-    """The role to connect as: configured, or `{name}` / `{name}_ro` by convention."""
-    if config.get("username"):
-        return check_identifier(str(config["username"]), what="postgres.username")
-    return naming.username(metadata.name, read_only=bool(config.get("read_only")))
-
-
-def make_url(metadata: Metadata, config: Mapping[str, Any]) -> URL:
-    """The connection URL for `config` (its repr and str hide the password)."""
-    settings = _settings(config)
-    driver = settings["driver"]
-    if not str(driver).startswith("postgresql+"):
+def _driver(settings: Mapping[str, Any]) -> str:
+    driver = str(settings["driver"])
+    driver = _DRIVER_ALIASES.get(driver, driver)
+    if not driver.startswith("postgresql+"):
         raise ValidationError(
             f"postgres.driver must name a PostgreSQL driver, e.g. 'postgresql+psycopg2' or "
             f"'postgresql+psycopg' (got {driver!r})."
         )
+    return driver
+
+
+def database_name_for(metadata: Metadata, config: Mapping[str, Any]) -> str:
+    """The database to connect to: configured, or `{name}_test_db` / `{name}_db` by convention.
+
+    Raises:
+        InvalidNameError: when the name is longer than PostgreSQL's 63-byte limit.
+
+    """
+    section = postgres_section(config)
+    if section.get("database_name"):
+        return check_identifier(str(section["database_name"]), what="postgres.database_name")
+    return naming.database_name(metadata.name, testing=bool(metadata.testing))
+
+
+def username_for(metadata: Metadata, config: Mapping[str, Any]) -> str:
+    """The role to connect as: configured, or `{name}` / `{name}_ro` by convention.
+
+    Raises:
+        InvalidNameError: when the name is longer than PostgreSQL's 63-byte limit.
+
+    """
+    section = postgres_section(config)
+    if section.get("username"):
+        return check_identifier(str(section["username"]), what="postgres.username")
+    return naming.username(metadata.name, read_only=bool(section.get("read_only")))
+
+
+def make_url(metadata: Metadata, config: Mapping[str, Any]) -> URL:
+    """The connection URL for `config` (its repr and str hide the password).
+
+    Raises:
+        microcosm.errors.ValidationError: for a driver that is not PostgreSQL's.
+
+    """
+    settings = _settings(config)
     return URL.create(
-        drivername=driver,
+        drivername=_driver(settings),
         username=username_for(metadata, settings),
         password=settings["password"] or None,
         host=settings["host"],
@@ -144,8 +215,8 @@ def make_url(metadata: Metadata, config: Mapping[str, Any]) -> URL:
     )
 
 
-def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, Any]:
-    args: dict[str, Any] = {
+def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, str | int]:
+    args: dict[str, str | int] = {
         "connect_timeout": settings["connect_timeout"],
         "application_name": settings["application_name"] or metadata.name,
     }
@@ -165,10 +236,38 @@ def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, 
     return args
 
 
-def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
-    """Build an engine for `metadata` (service name, testing) and `config` (the `postgres` keys).
+def choose_database_name(metadata: Metadata, config: Mapping[str, Any]) -> str:
+    """3.x compatibility name of `database_name_for`."""
+    return database_name_for(metadata, config)
 
-    Missing keys take their declared defaults, so this is usable without a graph.
+
+def choose_username(metadata: Metadata, config: Mapping[str, Any]) -> str:
+    """3.x compatibility name of `username_for`."""
+    return username_for(metadata, config)
+
+
+def choose_uri(metadata: Metadata, config: Mapping[str, Any]) -> str:
+    """3.x compatibility: the connection URL as a string, password included (as 3.x did).
+
+    Prefer `make_url`, whose `URL` hides the password when printed; never log this string.
+
+    """
+    return make_url(metadata, config).render_as_string(hide_password=False)
+
+
+def choose_connect_args(metadata: Metadata, config: Mapping[str, Any]) -> dict[str, str | int]:
+    """3.x compatibility: the driver's `connect()` arguments (timeouts, SSL, application name).
+
+    Raises:
+        microcosm.errors.ValidationError: for `verify_ssl` without `ssl_cert_path`.
+
+    """
+    return _connect_args(metadata, _settings(config))
+
+
+def choose_args(metadata: Metadata, config: Mapping[str, Any]) -> tuple[tuple[URL], dict[str, Any]]:
+    """3.x compatibility: `(args, kwargs)` such that `create_engine(*args, **kwargs)` makes the
+    engine `make_engine` makes, without its connect retries and disconnect handling.
 
     Raises:
         microcosm.errors.ValidationError: for an unknown driver, or `verify_ssl` without
@@ -176,28 +275,47 @@ def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
 
     """
     settings = _settings(config)
-    engine = create_engine(
-        make_url(metadata, settings),
-        connect_args=_connect_args(metadata, settings),
-        echo=settings["echo"],
-        pool_size=settings["pool_size"],
-        max_overflow=settings["max_overflow"],
-        pool_timeout=settings["pool_timeout"],
-        pool_recycle=settings["pool_recycle"],
-        pool_pre_ping=settings["pool_pre_ping"],
-    )
+    kwargs: dict[str, Any] = {
+        "connect_args": _connect_args(metadata, settings),
+        "echo": settings["echo"],
+        "pool_size": settings["pool_size"],
+        "max_overflow": settings["max_overflow"],
+        "pool_timeout": settings["pool_timeout"],
+        "pool_recycle": settings["pool_recycle"],
+        "pool_pre_ping": settings["pool_pre_ping"],
+    }
+    return (make_url(metadata, settings),), kwargs
+
+
+def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
+    """Build an engine for `metadata` (service name, testing) and `config`.
+
+    `config` is the `postgres` section or the whole configuration (3.x services pass
+    `graph.config`). Missing keys take their declared defaults, so this is usable
+    without a graph; unknown keys are reported with a warning.
+
+    Raises:
+        microcosm.errors.ValidationError: for an unknown driver, or `verify_ssl` without
+            `ssl_cert_path`.
+        InvalidNameError: for a database or role name longer than 63 bytes.
+
+    """
+    settings = _settings(config)
+    args, kwargs = choose_args(metadata, settings)
+    engine = create_engine(*args, **kwargs)
     _retry_connects(
         engine,
         retries=settings["engine_retries"],
         interval=settings["engine_retry_interval"],
         budget=settings["connect_timeout"],
     )
+    event.listen(engine, "connect", _mark_fresh)
     event.listen(engine, "checkout", _discard_if_server_closed)
     event.listen(engine, "handle_error", _wrap_driver_value_errors)
     return engine
 
 
-def _wrap_driver_value_errors(context: Any) -> Exception | None:
+def _wrap_driver_value_errors(context: ExceptionContext) -> Exception | None:
     """Wrap a ValueError the driver raised while executing (psycopg2 refuses NUL bytes this
     way, before the server sees them) in SQLAlchemy's StatementError, as SQLAlchemy already
     does for values refused while building a statement, so `errors.translate` sees both alike."""
@@ -217,24 +335,33 @@ def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: floa
 
     No new attempt starts once `budget` seconds (connect_timeout) have passed since
     the first, so a health check against a host that drops packets fails in about
-    twice connect_timeout, not `retries` times it. Connection failures carry no
-    SQLSTATE on either driver, so every OperationalError at connect time is retried
+    twice connect_timeout, not `retries` times it. A refused login is not retried: it
+    raises `AuthenticationFailedError` at once (see `errors.connect_error`). Other
+    connection failures carry no SQLSTATE on either driver, so they are all retried
     (a wrong database name therefore fails after the retries rather than at once).
 
     """
+    url = engine.url
 
     @event.listens_for(engine, "do_connect")
-    def connect(dialect: Any, connection_record: Any, cargs: Any, cparams: Any) -> Any:
+    def connect(
+        dialect: Dialect, connection_record: ConnectionPoolEntry, cargs: tuple[Any, ...], cparams: dict[str, Any]
+    ) -> DBAPIConnection:
         deadline = time.monotonic() + budget
         for attempt in range(retries + 1):
             try:
                 return dialect.connect(*cargs, **cparams)
-            except dialect.loaded_dbapi.OperationalError:
+            except dialect.loaded_dbapi.OperationalError as error:
+                typed_error = connect_error(
+                    error, user=url.username, host=url.host, port=url.port, database=url.database
+                )
+                if typed_error is not None and not typed_error.retryable:
+                    raise typed_error from error
                 if attempt >= retries or time.monotonic() + interval / 1000 > deadline:
                     raise
                 logger.warning(
                     "Connecting to %s failed (attempt %d of %d); retrying in %d ms",
-                    engine.url,
+                    url,
                     attempt + 1,
                     retries + 1,
                     interval,
@@ -243,20 +370,44 @@ def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: floa
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _discard_if_server_closed(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+def _mark_fresh(dbapi_connection: DBAPIConnection, connection_record: ConnectionPoolEntry) -> None:
+    """Pool connect hook: mark a connection just opened, for `_discard_if_server_closed`."""
+    connection_record.info[_FRESH] = True
+
+
+def _discard_if_server_closed(
+    dbapi_connection: DBAPIConnection, connection_record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+) -> None:
     """Pool checkout hook: replace a connection the server has already closed.
 
     An idle connection has nothing to read. If its socket is readable, the server has
     sent its last words (a FATAL notice, then EOF): the connection is dead, and raising
     DisconnectionError makes the pool open a fresh one. No round trip is spent.
 
+    A connection opened for this very checkout (a fresh one, or the pool's replacement
+    for a dead one) that is already closed means the server drops what it accepts:
+    `DatabaseUnavailableError` at once, rather than SQLAlchemy's untyped
+    `InvalidRequestError("This connection is closed")` after its second attempt.
+
     """
+    fresh = bool(connection_record.info.pop(_FRESH, False))
+    reason = _closed_reason(dbapi_connection)
+    if reason is None:
+        return
+    if fresh:
+        raise make_error("checkout rejected") from DisconnectionError(reason)
+    raise DisconnectionError(reason)
+
+
+def _closed_reason(dbapi_connection: DBAPIConnection) -> str | None:
+    """Why the pooled connection is unusable, or None when it looks alive."""
     if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
-        raise DisconnectionError("connection was closed")
+        return "connection was closed"
     try:
         poller = select.poll()
         poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
         if poller.poll(0):
-            raise DisconnectionError("the server closed this pooled connection")
-    except (OSError, ValueError) as error:
-        raise DisconnectionError("pooled connection has no usable socket") from error
+            return "the server closed this pooled connection"
+    except (OSError, ValueError):
+        return "pooled connection has no usable socket"
+    return None

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Mapper
+from sqlalchemy.sql.elements import ClauseElement
 
 __all__ = [
     "DefaultRouter",
@@ -22,7 +24,9 @@ __all__ = [
 class EngineRouter(Protocol):
     """Chooses the bind for one statement of a session."""
 
-    def get_bind(self, mapper: Any = None, clause: Any = None) -> Engine | Connection:
+    def get_bind(
+        self, mapper: Mapper[Any] | type[Any] | None = None, clause: ClauseElement | None = None
+    ) -> Engine | Connection:
         """Return the engine or connection for a statement about `mapper` / `clause`."""
         ...
 
@@ -33,5 +37,7 @@ class DefaultRouter:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def get_bind(self, mapper: Any = None, clause: Any = None) -> Engine | Connection:
+    def get_bind(
+        self, mapper: Mapper[Any] | type[Any] | None = None, clause: ClauseElement | None = None
+    ) -> Engine | Connection:
         return self.engine

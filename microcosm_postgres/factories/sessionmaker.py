@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Mapper, Session, sessionmaker
+from sqlalchemy.sql.elements import ClauseElement
 
 from microcosm_postgres.factories.routing import DefaultRouter, EngineRouter
+
+if TYPE_CHECKING:
+    from microcosm_postgres.graph import Graph
 
 __all__ = [
     "RoutingSession",
@@ -19,11 +23,19 @@ __all__ = [
 class RoutingSession(Session):
     """A Session that asks its `router` for a bind, unless it was given an explicit `bind`."""
 
-    def __init__(self, *args: Any, router: EngineRouter | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, bind: Engine | Connection | None = None, *, router: EngineRouter | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(bind, **kwargs)
         self.router = router
 
-    def get_bind(self, mapper: Any = None, *, clause: Any = None, **kwargs: Any) -> Engine | Connection:
+    def get_bind(
+        self,
+        mapper: Mapper[Any] | type[Any] | None = None,
+        *,
+        clause: ClauseElement | None = None,
+        **kwargs: Any,
+    ) -> Engine | Connection:
         if self.router is None or self.bind is not None:
             return super().get_bind(mapper, clause=clause, **kwargs)
         return self.router.get_bind(mapper=mapper, clause=clause)
@@ -39,6 +51,6 @@ def make_sessionmaker(router: EngineRouter, *, expire_on_commit: bool = False) -
     return sessionmaker(class_=RoutingSession, router=router, expire_on_commit=expire_on_commit)
 
 
-def configure_sessionmaker(graph: Any) -> sessionmaker[RoutingSession]:
+def configure_sessionmaker(graph: Graph) -> sessionmaker[RoutingSession]:
     """Sessions for the service's `postgres` engine."""
     return make_sessionmaker(DefaultRouter(graph.postgres))
