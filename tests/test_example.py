@@ -34,7 +34,7 @@ def test_example_explains_an_unreachable_database() -> None:
 
 
 def test_example_falls_back_to_a_throwaway_server() -> None:
-    result = run_example(EXAMPLE__POSTGRES__PORT="1")
+    result = run_example(EXAMPLE__POSTGRES__PORT="1", MICROCOSM_POSTGRES_TEST_SERVER="auto")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert "throwaway server from" in lines[0]

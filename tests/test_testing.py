@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -277,12 +276,11 @@ def test_throwaway_server_directly() -> None:
     server.stop()  # idempotent
 
 
-def test_server_mode_from_the_environment_is_validated(project: pytest.Pytester) -> None:
-    os.environ["MICROCOSM_POSTGRES_TEST_SERVER"] = "sometimes"
-    try:
-        result = project.runpytest("test_project.py::test_create")
-    finally:
-        del os.environ["MICROCOSM_POSTGRES_TEST_SERVER"]
+def test_server_mode_from_the_environment_is_validated(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICROCOSM_POSTGRES_TEST_SERVER", "sometimes")
+    result = project.runpytest("test_project.py::test_create")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*MICROCOSM_POSTGRES_TEST_SERVER must be one of*"])
 
