@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 from microcosm_postgres.errors import DatabaseUnavailableError, sqlstate_of
 from microcosm_postgres.provision import admin_url_for, provision
 from microcosm_postgres.testing.server import ServerNotAvailableError, TemporaryServer, is_listening
-from tests.conftest import make_graph, run_database
+from tests.conftest import RUN_ID, make_graph, run_database
 
 INI = """
 [pytest]
@@ -123,8 +123,8 @@ def test_database_name(postgres_graph):
 
 @pytest.fixture
 def throwaway_name() -> Iterator[str]:
-    """A service name whose roles and databases are dropped afterwards."""
-    name = "mp_prov'o\"q"
+    """A service name of this run (quotes inside) whose roles and databases are dropped afterwards."""
+    name = f"mp_prov'o\"q_{RUN_ID}"
     yield name
     _drop(name)
 
