@@ -1,4 +1,14 @@
-"""Shared fixtures: the `example` service's graph against the real test database.
+"""Shared fixtures: the `example` service's graph, on databases of this run's own.
+
+The suite is hermetic: it never uses the conventional `example_test_db` (which may hold
+anything on a shared server), but databases named for this run,
+`example_test_<run>_db` and `example_test_<run>_<purpose>_db` (test databases by the
+naming convention), created on the plugin's server and dropped at the end. Each process
+(each pytest-xdist worker) has its own run id, so runs and workers never share a database.
+
+`EXAMPLE__POSTGRES__DATABASE_NAME` names the run's database for the whole session, so every
+graph made by `make_graph`, by the plugin, and by subprocesses (the example, the README
+snippets, pytester runs) uses it.
 
 The driver comes from the environment like any microcosm config
 (`EXAMPLE__POSTGRES__DRIVER=postgresql+psycopg` selects psycopg 3); CI runs the
@@ -8,18 +18,39 @@ suite once per driver.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
-import microcosm_postgres.example  # noqa: F401 - binds company_store / employee_store
 from microcosm_postgres.context import SessionContext
+from microcosm_postgres.naming import is_test_database_name
 from microcosm_postgres.provision import provision
 from microcosm_postgres.testing.database import PostgresServer, ensure_test_database
 
 pytest_plugins = ["pytester"]
+
+RUN_ID = uuid4().hex[:10]
+DATABASE = f"example_test_{RUN_ID}_db"
+SECONDARY_DATABASE = f"example_test_{RUN_ID}_secondary_db"
+MIGRATION_DATABASES = (f"example_test_{RUN_ID}_migrate_db", f"example_test_{RUN_ID}_migrate2_db")
+DATABASE_VARIABLE = "EXAMPLE__POSTGRES__DATABASE_NAME"
+_SAVED_DATABASE = pytest.StashKey[str | None]()
+
+
+def run_database(purpose: str) -> str:
+    """Another database name of this run (dropped at the end with the others)."""
+    return f"example_test_{RUN_ID}_{purpose}_db"
+
+
+def database_in_use() -> str:
+    """The database this session's graphs use (the run's, or the plugin's per-worker copy of it)."""
+    return os.environ[DATABASE_VARIABLE]
 
 
 def make_graph(**postgres: Any) -> Any:
@@ -28,21 +59,51 @@ def make_graph(**postgres: Any) -> Any:
     return create_object_graph(name="example", testing=True, loader=loader)
 
 
-SECONDARY_DATABASE = "example_test_secondary_db"
-MIGRATION_DATABASES = ("example_test_migrate_db", "example_test_migrate2_db")
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any graph exists: the plugin's session graph, `make_graph`, subprocesses.
+    config.stash[_SAVED_DATABASE] = os.environ.get(DATABASE_VARIABLE)
+    os.environ[DATABASE_VARIABLE] = DATABASE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    saved = config.stash.get(_SAVED_DATABASE, None)
+    if saved is None:
+        os.environ.pop(DATABASE_VARIABLE, None)
+    else:
+        os.environ[DATABASE_VARIABLE] = saved
+
+
+def _drop_run_databases(server: PostgresServer) -> None:
+    """Drop every database of this run (the plugin's per-worker copies too)."""
+    engine = create_engine(server.admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            names = connection.execute(
+                text("SELECT datname FROM pg_database WHERE starts_with(datname, :prefix)"),
+                {"prefix": f"example_test_{RUN_ID}_"},
+            ).scalars()
+            quote = connection.dialect.identifier_preparer.quote_identifier
+            for name in list(names):
+                assert is_test_database_name(name, "example"), name
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def example_databases(postgres_server: PostgresServer) -> PostgresServer:
-    """The plugin's server (a throwaway one when none answers), with our two test databases.
+def example_databases(postgres_server: PostgresServer, postgres_session_graph: Any) -> Iterator[PostgresServer]:
+    """The plugin's server, with this run's databases; they are dropped at the end.
 
-    Inside the test session, `EXAMPLE__POSTGRES__*` point at that server, so every graph
-    made by `make_graph` uses it.
+    The plugin's session graph creates the main one (and its tables); under pytest-xdist
+    it switches to its per-worker copy, which every graph of the session then uses.
 
     """
-    ensure_test_database("example", postgres_server)
-    ensure_test_database("example", postgres_server, database_name=SECONDARY_DATABASE)
-    return postgres_server
+    try:
+        ensure_test_database("example", postgres_server, database_name=SECONDARY_DATABASE)
+        yield postgres_server
+    finally:
+        postgres_session_graph.postgres.dispose()
+        _drop_run_databases(postgres_server)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +114,8 @@ def migration_databases(example_databases: PostgresServer) -> None:
 
 
 @pytest.fixture
-def graph() -> Iterator[Any]:
+def graph(example_databases: PostgresServer) -> Iterator[Any]:
+    """A fresh graph on this run's database (its tables exist; rows may be left by other tests)."""
     graph = make_graph()
     yield graph
     graph.postgres.dispose()
@@ -61,6 +123,12 @@ def graph() -> Iterator[Any]:
 
 @pytest.fixture
 def context(graph: Any) -> Iterator[SessionContext]:
+    """A SessionContext on `graph` whose transactions really commit, starting from empty tables.
+
+    Tests that need no commit seen by other connections can use the plugin's
+    `postgres_graph` instead (rollback isolation, cheaper).
+
+    """
     with SessionContext(graph) as context:
         context.recreate_all()
         yield context

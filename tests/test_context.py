@@ -11,7 +11,7 @@ from sqlalchemy import text
 from microcosm_postgres.context import SessionContext, maybe_transactional, transaction, transactional
 from microcosm_postgres.errors import SessionNotOpenError, UnsafeOperationError
 from microcosm_postgres.example import Company
-from tests.conftest import make_graph
+from tests.conftest import SECONDARY_DATABASE, make_graph
 
 
 def names(store: Any) -> list[str]:
@@ -30,7 +30,7 @@ def test_no_session_is_a_clear_error() -> None:
 
 
 def test_store_outside_its_graph_context_names_the_graph(graph: Any) -> None:
-    other = make_graph(database_name="example_test_secondary_db")
+    other = make_graph(database_name=SECONDARY_DATABASE)
     with SessionContext(other), pytest.raises(SessionNotOpenError, match="'example'"):
         graph.company_store.count()
     other.postgres.dispose()
@@ -46,7 +46,7 @@ def test_make_and_close(graph: Any) -> None:
 
 def test_contexts_for_two_graphs_nest(graph: Any, context: SessionContext) -> None:
     store = graph.company_store
-    second = make_graph(database_name="example_test_secondary_db")
+    second = make_graph(database_name=SECONDARY_DATABASE)
     with transaction():
         store.create(Company(name="outer"))
     with SessionContext(second) as inner:

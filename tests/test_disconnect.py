@@ -57,7 +57,8 @@ def test_killed_mid_transaction_raises_and_recovers(graph: Any, context: Session
         terminate(graph, backend_pid(session))
         # Not replayed on a new connection: "lost" would be silently gone.
         store.create(Company(name="never"))
-    assert raised.value.retryable and raised.value.status_code == 503
+    assert raised.value.retryable
+    assert raised.value.status_code == 503
     # The session was reset; the next transaction works, and nothing of the failed one exists.
     with transaction():
         store.create(Company(name="next"))
@@ -75,9 +76,6 @@ def test_killed_during_a_read_outside_transaction(graph: Any, context: SessionCo
 
 def test_refused_connections_are_retried(caplog: pytest.LogCaptureFixture) -> None:
     graph = make_graph(port=1, engine_retries=3, engine_retry_interval=50)
-    started = time.monotonic()
     with SessionContext(graph), pytest.raises(DatabaseUnavailableError), transaction() as session:
         session.execute(text("SELECT 1"))
-    elapsed = time.monotonic() - started
     assert caplog.text.count("retrying in 50 ms") == 3
-    assert elapsed >= 0.15

@@ -43,7 +43,7 @@ def test_graph_engine_connects_by_convention(graph: Any) -> None:
         row = connection.execute(
             text("SELECT current_database(), current_user, current_setting('application_name')")
         ).one()
-    assert tuple(row) == ("example_test_db", "example", "example")
+    assert tuple(row) == (graph.postgres.url.database, "example", "example")
 
 
 def test_driver_is_always_named() -> None:

@@ -19,7 +19,7 @@ from microcosm_postgres.factories.engine import (
     make_engine,
     make_url,
 )
-from tests.conftest import make_graph
+from tests.conftest import database_in_use, make_graph
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -33,7 +33,7 @@ def test_bare_postgresql_driver_means_psycopg2(caplog: pytest.LogCaptureFixture)
     try:
         assert graph.postgres.dialect.driver == "psycopg2"
         with graph.postgres.connect() as connection:
-            assert connection.execute(text("SELECT current_database()")).scalar() == "example_test_db"
+            assert connection.execute(text("SELECT current_database()")).scalar() == database_in_use()
     finally:
         graph.postgres.dispose()
     assert _warnings(caplog) == []
@@ -54,7 +54,7 @@ def test_make_engine_accepts_the_whole_config(caplog: pytest.LogCaptureFixture) 
                     " current_setting('statement_timeout')"
                 )
             ).one()
-        assert tuple(row) == ("example_test_db", "whole-config-app", "4321ms")
+        assert tuple(row) == (database_in_use(), "whole-config-app", "4321ms")
     finally:
         whole.dispose()
         section.dispose()
@@ -96,7 +96,7 @@ def test_choose_uri_and_choose_args_make_working_engines() -> None:
         for engine in (by_uri, by_args):
             with engine.connect() as connection:
                 row = connection.execute(text("SELECT current_database(), current_setting('application_name')")).one()
-            assert tuple(row) == ("example_test_db", "chosen-app")
+            assert tuple(row) == (database_in_use(), "chosen-app")
     finally:
         by_uri.dispose()
         by_args.dispose()

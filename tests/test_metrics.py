@@ -16,6 +16,7 @@ from microcosm_postgres.errors import ModelNotFoundError
 from microcosm_postgres.example import Company
 from microcosm_postgres.metrics import SQLExecutionStatus
 from microcosm_postgres.operations import recreate_all
+from tests.conftest import database_in_use
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def received(sock: socket.socket, wait: float = 1.0) -> list[str]:
 
 def service_graph(port: int, **extra: Any) -> Any:
     config = {
-        "postgres": {"database_name": "example_test_db"},
+        "postgres": {"database_name": database_in_use()},
         "metrics": {"host": "127.0.0.1", "port": port},
         **extra,
     }

@@ -11,7 +11,7 @@ from microcosm_postgres.errors import InvalidInputError
 from microcosm_postgres.example import Company, CompanyType, Employee
 from microcosm_postgres.models import UTCDateTime
 from microcosm_postgres.store import Store, store_for
-from tests.conftest import make_graph
+from tests.conftest import SECONDARY_DATABASE, make_graph
 from tests.models import Gadget, Ticket, UnixGadget
 
 
@@ -150,7 +150,7 @@ def test_smart_mixin_shortcuts(graph: Any, context: SessionContext) -> None:
 
 
 def test_smart_mixin_uses_the_current_graphs_store(graph: Any, context: SessionContext) -> None:
-    second = make_graph(database_name="example_test_secondary_db")
+    second = make_graph(database_name=SECONDARY_DATABASE)
     first_store = graph.company_store
     with SessionContext(second) as inner:
         inner.recreate_all()

@@ -53,7 +53,7 @@ def test_create_and_drop_all(graph: Any) -> None:
 def test_new_session(graph: Any) -> None:
     session = new_session(graph)
     try:
-        assert session.execute(text("SELECT current_database()")).scalar() == "example_test_db"
+        assert session.execute(text("SELECT current_database()")).scalar() == graph.postgres.url.database
         assert session.get_bind() is graph.postgres
     finally:
         session.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.pool import NullPool
 from microcosm_postgres.errors import DatabaseUnavailableError, sqlstate_of
 from microcosm_postgres.provision import admin_url_for, provision
 from microcosm_postgres.testing.server import ServerNotAvailableError, TemporaryServer, is_listening
-from tests.conftest import make_graph
+from tests.conftest import RUN_ID, make_graph, run_database
 
 INI = """
 [pytest]
@@ -102,14 +103,18 @@ def test_fixtures_isolate_tests_and_leave_nothing_behind(project: pytest.Pyteste
     assert company_rows() == 0
 
 
-def test_pytest_xdist_gives_each_worker_its_own_database(project: pytest.Pytester) -> None:
+def test_pytest_xdist_gives_each_worker_its_own_database(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = run_database("xdist")  # dropped with this run's databases
+    monkeypatch.setenv("EXAMPLE__POSTGRES__DATABASE_NAME", database)
     project.makepyfile(
-        test_worker="""
+        test_worker=f"""
 import os
 
 def test_database_name(postgres_graph):
     worker = os.environ["PYTEST_XDIST_WORKER"]
-    assert postgres_graph.postgres.url.database == "example_test_db_" + worker
+    assert postgres_graph.postgres.url.database == {database!r} + "_" + worker
 """
     )
     result = project.runpytest_subprocess("-n", "2")
@@ -118,8 +123,8 @@ def test_database_name(postgres_graph):
 
 @pytest.fixture
 def throwaway_name() -> Iterator[str]:
-    """A service name whose roles and databases are dropped afterwards."""
-    name = "mp_prov'o\"q"
+    """A service name of this run (quotes inside) whose roles and databases are dropped afterwards."""
+    name = f"mp_prov'o\"q_{RUN_ID}"
     yield name
     _drop(name)
 
@@ -148,7 +153,8 @@ def _connect_as(role: str, database: str, password: str | None = None) -> Any:
 
 def test_provisioning_is_idempotent_and_quotes_names(throwaway_name: str) -> None:
     first = provision(throwaway_name, testing=True)
-    assert first.roles == [throwaway_name] and first.databases == [f"{throwaway_name}_test_db"]
+    assert first.roles == [throwaway_name]
+    assert first.databases == [f"{throwaway_name}_test_db"]
     second = provision(throwaway_name, testing=True)
     assert (second.roles, second.databases, second.grants) == ([], [], [])
     assert "nothing to do" in str(second)
@@ -170,7 +176,9 @@ def test_production_role_gets_a_password_and_read_only_role_only_reads(throwaway
             ).all()
         )
     admin.dispose()
-    assert all(value and value.startswith("SCRAM-SHA-256$") for value in hashes.values()), hashes
+    assert set(hashes) == {throwaway_name, f"{throwaway_name}_ro"}
+    for role, value in hashes.items():
+        assert value.startswith("SCRAM-SHA-256$"), role
     owner = _connect_as(throwaway_name, database)
     with owner.begin() as connection:
         connection.execute(text("CREATE TABLE later (n int)"))  # created after the grants
@@ -200,8 +208,20 @@ def test_provision_without_a_server_is_a_typed_error() -> None:
         provision("nobody", admin_url=URL.create("postgresql+psycopg2", username="postgres", host="127.0.0.1", port=1))
 
 
-def test_throwaway_server_is_started_and_removed_even_after_a_failure(project: pytest.Pytester, tmp_path: Path) -> None:
+@pytest.fixture
+def temporary() -> Iterator[Path]:
+    """An empty directory for TMPDIR that the server's system user can enter (tmp_path's parent is 0700)."""
+    directory = Path(tempfile.mkdtemp(prefix="microcosm-postgres-suite-tmpdir-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_throwaway_server_is_started_and_removed_even_after_a_failure(
+    project: pytest.Pytester, tmp_path: Path, temporary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     report = tmp_path / "server.json"
+    monkeypatch.setenv("TMPDIR", str(temporary))  # whatever the inner run leaves shows there
     project.makepyfile(
         test_server=f"""
 import json
@@ -209,7 +229,7 @@ import json
 def test_uses_the_throwaway_server(postgres_server, postgres_graph):
     with open({str(report)!r}, "w") as out:
         json.dump({{"host": postgres_server.host, "port": postgres_server.port,
-                   "source": postgres_server.source}}, out)
+                   "source": postgres_server.source, "directory": str(postgres_server.directory)}}, out)
     assert postgres_graph.postgres.url.port == postgres_server.port != 5432
     assert postgres_graph.company_store.count() == 0
 
@@ -228,12 +248,12 @@ def test_that_fails(postgres_graph):
     result.assert_outcomes(passed=6, failed=1)
     server = json.loads(report.read_text())
     assert server["source"].startswith("throwaway server from")
+    directory = Path(server["directory"])
+    assert directory.parent == temporary  # it honoured TMPDIR ...
+    assert not directory.exists()  # ... and is gone
+    assert list(temporary.glob("microcosm-*")) == []
     assert not is_listening(server["host"], server["port"])
-    assert not [path for path in Path("/tmp").glob("microcosm-postgres-*") if _owned_by_server(path, server)]
-
-
-def _owned_by_server(path: Path, server: dict[str, Any]) -> bool:
-    return (path / "sockets" / f".s.PGSQL.{server['port']}").exists()
+    result.stdout.fnmatch_lines([f"microcosm-postgres: used a throwaway server from * in {directory} (now removed)"])
 
 
 def test_throwaway_server_directly() -> None:
@@ -256,12 +276,11 @@ def test_throwaway_server_directly() -> None:
     server.stop()  # idempotent
 
 
-def test_server_mode_from_the_environment_is_validated(project: pytest.Pytester) -> None:
-    os.environ["MICROCOSM_POSTGRES_TEST_SERVER"] = "sometimes"
-    try:
-        result = project.runpytest("test_project.py::test_create")
-    finally:
-        del os.environ["MICROCOSM_POSTGRES_TEST_SERVER"]
+def test_server_mode_from_the_environment_is_validated(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICROCOSM_POSTGRES_TEST_SERVER", "sometimes")
+    result = project.runpytest("test_project.py::test_create")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*MICROCOSM_POSTGRES_TEST_SERVER must be one of*"])
 
@@ -287,3 +306,75 @@ def test_no_server_and_nothing_to_start_one_says_what_to_install(monkeypatch: py
     with pytest.raises(ServerNotAvailableError, match="apt-get install postgresql") as raised:
         TemporaryServer.start()
     assert "pgserver" in str(raised.value)
+
+
+def test_the_old_test_server_name_is_not_collected_as_a_test(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_imports="""
+from microcosm_postgres.testing.database import test_server, use_test_server
+
+def test_alias():
+    assert test_server is use_test_server
+"""
+    )
+    result = project.runpytest("test_imports.py")
+    result.assert_outcomes(passed=1)
+
+
+SERVICE_MODULE_TEST = """
+def test_store_is_bound_without_importing_the_models(postgres_graph):
+    assert postgres_graph.company_store.count() == 0
+"""
+
+
+def test_plugin_imports_the_module_named_like_the_service(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        example="import microcosm_postgres.example  # noqa: F401 - the service's package binds its stores",
+        test_alone=SERVICE_MODULE_TEST,
+    )
+    # A fresh interpreter: this one has imported the example's stores already.
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+
+
+def test_plugin_imports_the_modules_named_in_the_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI + "microcosm_postgres_import = microcosm_postgres.example\n")
+    pytester.makepyfile(test_alone=SERVICE_MODULE_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_module_that_cannot_be_imported_is_named(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI + "microcosm_postgres_import = microcosm_postgres.exampel\n")
+    pytester.makepyfile(test_alone=SERVICE_MODULE_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*could not import 'microcosm_postgres.exampel'*microcosm_postgres_import*"])
+
+
+def test_header_names_the_configured_server_and_database(project: pytest.Pytester) -> None:
+    url = make_graph().postgres.url
+    result = project.runpytest("--collect-only", "--postgres-server", "configured")
+    result.stdout.fnmatch_lines(
+        [f"microcosm-postgres: the configured server at {url.host}:{url.port}, database {url.database}"]
+    )
+
+
+def test_header_shows_a_mistyped_port(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXAMPLE__POSTGRES__PORT", "1")
+    host = make_graph().postgres.url.host
+    auto = project.runpytest("--collect-only", "--postgres-server", "auto")
+    auto.stdout.fnmatch_lines([f"microcosm-postgres: nothing answers at {host}:1: a throwaway server will be started*"])
+    configured = project.runpytest("--collect-only", "--postgres-server", "configured")
+    configured.stdout.fnmatch_lines([f"microcosm-postgres: the configured server at {host}:1, *NOTHING ANSWERS there"])
+
+
+def test_configured_server_not_answering_says_so(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXAMPLE__POSTGRES__PORT", "1")
+    host = make_graph().postgres.url.host
+    result = project.runpytest("--postgres-server", "configured", "test_project.py::test_create")
+    assert result.ret != 0
+    output = result.stdout.str() + result.stderr.str()
+    assert f"No PostgreSQL server answered at {host}:1" in output
+    assert "createdb" not in output

@@ -2,12 +2,14 @@
 
 Used by the pytest plugin and by `python -m microcosm_postgres.example`:
 
-    with test_server("example") as server:       # configured server, or a throwaway one
+    with use_test_server("example") as server:   # configured server, or a throwaway one
         ensure_test_database("example", server)  # role and database, created when missing
         graph = create_object_graph(name="example", testing=True)
 
-Inside `test_server`, `{NAME}__POSTGRES__HOST/PORT` and `MICROCOSM_POSTGRES_ADMIN_URL`
+Inside `use_test_server`, `{NAME}__POSTGRES__HOST/PORT` and `MICROCOSM_POSTGRES_ADMIN_URL`
 point at a throwaway server when one was started, so every graph made there uses it.
+(`test_server` is the 1.0 name of `use_test_server`, kept as an alias that pytest does
+not collect when a test module imports it.)
 
 """
 
@@ -17,6 +19,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
@@ -33,9 +36,11 @@ __all__ = [
     "PostgresServer",
     "SERVER_MODE_VARIABLE",
     "TestDatabaseError",
+    "describe_test_server",
     "ensure_test_database",
     "env_prefix",
     "test_server",
+    "use_test_server",
 ]
 
 SERVER_MODE_VARIABLE = "MICROCOSM_POSTGRES_TEST_SERVER"
@@ -50,12 +55,17 @@ class TestDatabaseError(RuntimeError):
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """The server in use: where it is, how to administer it, and where it came from."""
+    """The server in use: where it is, how to administer it, and where it came from.
+
+    `directory` is the throwaway server's temporary directory (None for a configured server).
+
+    """
 
     host: str
     port: int
     admin_url: URL
     source: str
+    directory: Path | None = None
 
 
 def env_prefix(name: str) -> str:
@@ -77,8 +87,40 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _resolve_mode(mode: str | None) -> str:
+    mode = mode or os.environ.get(SERVER_MODE_VARIABLE) or "auto"
+    if mode not in MODES:
+        raise TestDatabaseError(f"${SERVER_MODE_VARIABLE} must be one of {', '.join(MODES)} (got {mode!r}).")
+    return mode
+
+
+def describe_test_server(name: str, mode: str | None = None) -> str:
+    """Say, without starting anything, which server and database `name`'s tests will use.
+
+    Used for the pytest header, so that a mistyped host or port shows before the run.
+
+    Raises:
+        TestDatabaseError: for an unknown mode.
+
+    """
+    mode = _resolve_mode(mode)
+    probe = create_object_graph(name=name, testing=True)
+    host, port = str(probe.config.postgres.host), int(probe.config.postgres.port)
+    try:
+        database = database_name_for(probe.metadata, probe.config.postgres)
+    except PersistenceError as error:  # a name PostgreSQL would truncate: say so, the run will refuse it
+        database = f"<{error}>"
+    if mode == "temporary":
+        return f"a throwaway server (--postgres-server=temporary), database {database}"
+    if is_listening(host, port):
+        return f"the configured server at {host}:{port}, database {database}"
+    if mode == "configured":
+        return f"the configured server at {host}:{port}, database {database}: NOTHING ANSWERS there"
+    return f"nothing answers at {host}:{port}: a throwaway server will be started, database {database}"
+
+
 @contextmanager
-def test_server(name: str, mode: str | None = None) -> Iterator[PostgresServer]:
+def use_test_server(name: str, mode: str | None = None) -> Iterator[PostgresServer]:
     """Yield the server to use for `name`'s tests, starting a throwaway one when needed.
 
     Args:
@@ -86,15 +128,21 @@ def test_server(name: str, mode: str | None = None) -> Iterator[PostgresServer]:
             "configured" or "temporary"; default `$MICROCOSM_POSTGRES_TEST_SERVER`, else auto.
 
     Raises:
-        TestDatabaseError: for an unknown mode, or when no server can be started.
+        TestDatabaseError: for an unknown mode, when mode "configured" finds nothing
+            answering at the configured host and port, or when no server can be started.
 
     """
-    mode = mode or os.environ.get(SERVER_MODE_VARIABLE) or "auto"
-    if mode not in MODES:
-        raise TestDatabaseError(f"${SERVER_MODE_VARIABLE} must be one of {', '.join(MODES)} (got {mode!r}).")
+    mode = _resolve_mode(mode)
     config = create_object_graph(name=name, testing=True).config.postgres
     host, port = str(config.host), int(config.port)
     if mode == "configured" or (mode == "auto" and is_listening(host, port)):
+        if not is_listening(host, port):
+            prefix = env_prefix(name)
+            raise TestDatabaseError(
+                f"No PostgreSQL server answered at {host}:{port} (the configured server; mode 'configured' "
+                f"never starts one). Start it, fix {prefix}__POSTGRES__HOST / {prefix}__POSTGRES__PORT, or use "
+                f"mode 'auto' or 'temporary' (--postgres-server, ${SERVER_MODE_VARIABLE}) for a throwaway server."
+            )
         yield PostgresServer(host, port, admin_url_for(host, port, config.get("admin_url")), "configured")
         return
     try:
@@ -110,9 +158,21 @@ def test_server(name: str, mode: str | None = None) -> Iterator[PostgresServer]:
                 ADMIN_URL_VARIABLE: server.admin_url.render_as_string(hide_password=False),
             }
         ):
-            yield PostgresServer(server.host, server.port, server.admin_url, f"throwaway server from {server.source}")
+            yield PostgresServer(
+                server.host,
+                server.port,
+                server.admin_url,
+                f"throwaway server from {server.source}",
+                directory=server.directory,
+            )
     finally:
         server.stop()
+
+
+# The 1.0 name. A module-level function named test_* is collected by pytest when a test
+# module imports it; `__test__ = False` tells pytest it is not a test.
+test_server = use_test_server
+test_server.__test__ = False  # type: ignore[attr-defined]
 
 
 def _can_connect(graph: Any) -> bool:

@@ -4,6 +4,9 @@ Configure the service name once (pyproject.toml):
 
     [tool.pytest.ini_options]
     microcosm_postgres_service = "example"
+    # optional: the modules that bind the service's stores (default: the module named
+    # like the service, `example`, when there is one)
+    microcosm_postgres_import = ["microcosm_postgres.example"]
 
 then use the fixtures:
 
@@ -31,10 +34,17 @@ other database they stop with `UnsafeOperationError` unless pytest runs with
 Under pytest-xdist each worker gets its own database, `{database}_{worker}`, copied
 from the first one as a template.
 
+At session start the plugin imports the service's modules (`microcosm_postgres_import`,
+else the module named like the service when one exists), so `graph.<name>_store` is bound
+even when a test module imports no models. The pytest header says which server and
+database the run will use; the summary names the throwaway server's directory, if any.
+
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -51,9 +61,10 @@ from microcosm_postgres.testing.database import (
     SERVER_MODE_VARIABLE,
     PostgresServer,
     TestDatabaseError,
+    describe_test_server,
     ensure_test_database,
     env_prefix,
-    test_server,
+    use_test_server,
 )
 from microcosm_postgres.testing.isolation import committed, isolated
 
@@ -70,6 +81,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "microcosm_postgres_service",
         "service (graph) name whose test database the microcosm-postgres fixtures use",
         default=None,
+    )
+    parser.addini(
+        "microcosm_postgres_import",
+        "modules imported at session start so that the service's stores are bound "
+        "(default: the module named like the service, when it exists)",
+        type="linelist",
+        default=[],
     )
     parser.addoption(
         "--postgres-server",
@@ -92,11 +110,63 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_USED_SERVER = pytest.StashKey[PostgresServer]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "postgres_commit: the test really commits (threads, several connections); tables are emptied after it",
     )
+
+
+def _service_modules(config: pytest.Config, service: str) -> list[str]:
+    """The modules to import: the ini option, else the module named like the service if it exists."""
+    named = [str(module) for module in config.getini("microcosm_postgres_import")]
+    if named:
+        return named
+    guess = service.replace("-", "_")
+    try:
+        found = importlib.util.find_spec(guess) is not None
+    except (ImportError, ValueError):
+        found = False
+    return [guess] if found else []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Import the service's modules, so that their `@binding` stores exist in every graph."""
+    service = session.config.getini("microcosm_postgres_service")
+    if not service:
+        return
+    for module in _service_modules(session.config, str(service)):
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise pytest.UsageError(
+                f"microcosm-postgres could not import {module!r} ({error}); fix microcosm_postgres_import "
+                "under [tool.pytest.ini_options] (modules that bind the service's stores)."
+            ) from error
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which server and database this run uses: a mistyped host or port shows here."""
+    service = config.getini("microcosm_postgres_service")
+    if not service:
+        return []
+    try:
+        where = describe_test_server(str(service), config.getoption("--postgres-server"))
+    except TestDatabaseError as error:
+        where = str(error)
+    return [f"microcosm-postgres: {where}"]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    server = config.stash.get(_USED_SERVER, None)
+    if server is not None and server.directory is not None:
+        terminalreporter.write_line(
+            f"microcosm-postgres: used a {server.source} at {server.host}:{server.port}, "
+            f"in {server.directory} (now removed)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +185,8 @@ def postgres_service_name(pytestconfig: pytest.Config) -> str:
 def postgres_server(pytestconfig: pytest.Config, postgres_service_name: str) -> Iterator[PostgresServer]:
     """The server for this test session (a throwaway one is stopped and deleted at the end)."""
     try:
-        with test_server(postgres_service_name, pytestconfig.getoption("--postgres-server")) as server:
+        with use_test_server(postgres_service_name, pytestconfig.getoption("--postgres-server")) as server:
+            pytestconfig.stash[_USED_SERVER] = server
             yield server
     except TestDatabaseError as error:
         raise pytest.UsageError(str(error)) from error
@@ -151,10 +222,12 @@ def postgres_session_graph(
         worker = os.environ.get("PYTEST_XDIST_WORKER")
         if worker:
             database = database_name_for(probe.metadata, probe.config.postgres)
-            worker_database = f"{database}_{worker}"
-            owner = username_for(probe.metadata, probe.config.postgres)
-            clone_database(postgres_server.admin_url, database, worker_database, owner)
-            patch.setenv(f"{env_prefix(name)}__POSTGRES__DATABASE_NAME", worker_database)
+            # Already the worker's copy (a pytest session run inside a worker's test): keep it.
+            if not database.endswith(f"_{worker}"):
+                worker_database = f"{database}_{worker}"
+                owner = username_for(probe.metadata, probe.config.postgres)
+                clone_database(postgres_server.admin_url, database, worker_database, owner)
+                patch.setenv(f"{env_prefix(name)}__POSTGRES__DATABASE_NAME", worker_database)
         graph: Any = create_object_graph(name=name, testing=True)
         if has_migrations:
             drop_all(graph)
