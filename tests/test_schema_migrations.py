@@ -13,13 +13,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table, inspect, text
+from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table, create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import createall, migrate
 from microcosm_postgres.errors import MigrationsBehindError
 from microcosm_postgres.models import NAMING_CONVENTION
 from microcosm_postgres.operations import create_all, drop_all, get_current_head, stamp_head
+from microcosm_postgres.testing.database import PostgresServer
+from tests.conftest import RUN_ID
 from tests.test_migrate import DATABASES, columns, make_graph, models
 
 pytestmark = pytest.mark.usefixtures("migration_databases")
@@ -240,15 +243,28 @@ def test_package_named_unlike_its_service_finds_its_migrations_or_says_why(tmp_p
 
 
 def test_the_plugin_does_not_build_tables_without_the_migrations_it_cannot_find(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer
 ) -> None:
     _write_package(pytester.path)
     pytester.makeini("[pytest]\nmicrocosm_postgres_service = acme\n")
     pytester.makeconftest("import acme_svc.models  # noqa: F401\n")
     pytester.makepyfile(test_inner="def test_one(postgres_graph):\n    pass\n")
-    monkeypatch.setenv("ACME__POSTGRES__PORT", "1")  # nothing is provisioned before the lookup fails
+    # A real server, and a database the inner run would create if it went ahead.
+    database = f"acme_test_{RUN_ID}_db"
+    monkeypatch.setenv("ACME__POSTGRES__HOST", postgres_server.host)
+    monkeypatch.setenv("ACME__POSTGRES__PORT", str(postgres_server.port))
+    monkeypatch.setenv("ACME__POSTGRES__DATABASE_NAME", database)
     result = pytester.runpytest_subprocess("--postgres-server", "configured")
     output = "\n".join(result.outlines + result.errlines)
     assert result.ret != 0
     assert "UnresolvedMigrationsError" in output
     assert "have migrations in" in output
+    admin = create_engine(postgres_server.admin_url, poolclass=NullPool)
+    try:
+        with admin.connect() as connection:
+            created = connection.execute(
+                text("SELECT count(*) FROM pg_database WHERE datname = :name"), {"name": database}
+            ).scalar()
+    finally:
+        admin.dispose()
+    assert created == 0  # the lookup failed before anything was provisioned

@@ -140,6 +140,9 @@ def test_empty(postgres_graph):
 """
     )
     monkeypatch.setenv("EXAMPLE__POSTGRES__DATABASE_NAME", real_database)
+    # The inner run is a pytest session of its own, not an xdist worker of ours (its plugin
+    # would otherwise test a per-worker copy of the database).
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     graph = make_graph(database_name=real_database)
     try:
         refused = pytester.runpytest("--postgres-server", "configured")
