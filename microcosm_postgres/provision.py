@@ -83,6 +83,8 @@ class ProvisionResult:
     databases: list[str] = field(default_factory=list)
     revokes: list[str] = field(default_factory=list)
     grants: list[str] = field(default_factory=list)
+    # (database, statement) revoking a grant to a role this call created; None: the admin database.
+    undo: list[tuple[str | None, str]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def changed(self) -> bool:
@@ -385,36 +387,96 @@ SELECT EXISTS (
 """
 
 
-def _grant_connect(connection: Connection, database: str, role: str, result: ProvisionResult) -> None:
-    doing = f"grant CONNECT on {database} to {role}"
-    if _scalar(connection, _HAS_CONNECT, f"check CONNECT on {database}", database=database, role=role):
+def _grant(
+    connection: Connection,
+    result: ProvisionResult,
+    *,
+    missing: str,
+    params: dict[str, object],
+    grant: str,
+    revoke: str,
+    grantee: str,
+    doing: str,
+    report: str,
+    database: str | None = None,
+) -> None:
+    """Run `grant` when the catalog query `missing` says it is needed, then check it took.
+
+    PostgreSQL only warns when the admin role lacks the grant option (nothing is
+    granted): the second look at the catalog turns that into an error, so that the
+    report never claims a grant that did not happen. `revoke` undoes it if a later step
+    fails and `grantee` was created by this call (`database`: where to run it).
+    """
+    if not _scalar(connection, missing, f"check before we {doing}", **params):
         return
-    _run(
+    _run(connection, grant, doing)
+    if _scalar(connection, missing, f"check that we could {doing}", **params):
+        raise PermissionDeniedError(
+            f"Could not {doing}: the server granted nothing (the admin role lacks the grant option). "
+            f"Grant it by hand, or point --admin-url or ${ADMIN_URL_VARIABLE} at the owner or a superuser.",
+            sqlstate="42501",
+        )
+    result.grants.append(report)
+    if grantee in result.roles:
+        result.undo.append((database, revoke))
+
+
+def _grant_connect(connection: Connection, database: str, role: str, result: ProvisionResult) -> None:
+    quoted = f"DATABASE {_identifier(connection, database)}", _identifier(connection, role)
+    _grant(
         connection,
-        f"GRANT CONNECT ON DATABASE {_identifier(connection, database)} TO {_identifier(connection, role)}",
-        doing,
+        result,
+        missing=f"SELECT NOT ({_HAS_CONNECT})",
+        params={"database": database, "role": role},
+        grant=f"GRANT CONNECT ON {quoted[0]} TO {quoted[1]}",
+        revoke=f"REVOKE CONNECT ON {quoted[0]} FROM {quoted[1]}",
+        grantee=role,
+        doing=f"grant CONNECT on {database} to {role}",
+        report=f"CONNECT on {database} to {role}",
     )
-    result.grants.append(f"CONNECT on {database} to {role}")
 
 
 def _grant_reads(connection: Connection, database: str, owner: str, reader: str, result: ProvisionResult) -> None:
     """USAGE on schema public, SELECT on its tables now and on those `owner` creates later."""
     quoted_reader, quoted_owner = _identifier(connection, reader), _identifier(connection, owner)
-    if not _scalar(connection, _HAS_SCHEMA_USAGE, f"check USAGE on {database}.public", role=reader):
-        _run(connection, f"GRANT USAGE ON SCHEMA public TO {quoted_reader}", f"grant USAGE to {reader}")
-        result.grants.append(f"USAGE on schema public of {database} to {reader}")
-    missing = _scalar(connection, _TABLES_NOT_READABLE, f"check SELECT on {database} tables", role=reader)
-    if missing:
-        _run(connection, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {quoted_reader}", f"grant SELECT to {reader}")
-        result.grants.append(f"SELECT on {missing} existing tables of {database} to {reader}")
-    if not _scalar(connection, _HAS_DEFAULT_SELECT, "check default privileges", owner=owner, role=reader):
-        _run(
-            connection,
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {quoted_owner} IN SCHEMA public "
-            f"GRANT SELECT ON TABLES TO {quoted_reader}",
-            f"grant SELECT on future tables to {reader}",
-        )
-        result.grants.append(f"SELECT on future tables of {owner} in {database} to {reader}")
+    _grant(
+        connection,
+        result,
+        missing=f"SELECT NOT ({_HAS_SCHEMA_USAGE})",
+        params={"role": reader},
+        grant=f"GRANT USAGE ON SCHEMA public TO {quoted_reader}",
+        revoke=f"REVOKE USAGE ON SCHEMA public FROM {quoted_reader}",
+        grantee=reader,
+        doing=f"grant USAGE on schema public of {database} to {reader}",
+        report=f"USAGE on schema public of {database} to {reader}",
+        database=database,
+    )
+    tables = _scalar(connection, _TABLES_NOT_READABLE, f"check SELECT on {database} tables", role=reader)
+    _grant(
+        connection,
+        result,
+        missing=_TABLES_NOT_READABLE,
+        params={"role": reader},
+        grant=f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {quoted_reader}",
+        revoke=f"REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM {quoted_reader}",
+        grantee=reader,
+        doing=f"grant SELECT on the tables of {database} to {reader}",
+        report=f"SELECT on {tables} existing tables of {database} to {reader}",
+        database=database,
+    )
+    default_privileges = f"ALTER DEFAULT PRIVILEGES FOR ROLE {quoted_owner} IN SCHEMA public"
+    _grant(
+        connection,
+        result,
+        missing=f"SELECT NOT ({_HAS_DEFAULT_SELECT})",
+        params={"owner": owner, "role": reader},
+        grant=f"{default_privileges} GRANT SELECT ON TABLES TO {quoted_reader}",
+        revoke=f"{default_privileges} REVOKE SELECT ON TABLES FROM {quoted_reader}",
+        grantee=reader,
+        doing=f"grant SELECT on future tables of {owner} in {database} to {reader}",
+        report=f"SELECT on future tables of {owner} in {database} to {reader}",
+        database=database,
+    )
 
 
 def _url(admin_url: URL | str | None, host: str, port: int) -> URL:
@@ -440,7 +502,8 @@ def provision(
     to PUBLIC: only the service role (its owner) and, with `read_only_role`, `{name}_ro`
     get CONNECT. Passwords are sent as SCRAM-SHA-256 verifiers computed here (see
     `scram_sha_256_verifier`), and are set only when the stored one differs (or cannot
-    be read: the admin role is not a superuser).
+    be read: the admin role is not a superuser). When a step fails, the roles and
+    databases this call created are dropped again before the error is raised.
 
     Args:
         name: the service name (`{name}` role, `{name}_db` / `{name}_test_db` database).
@@ -472,24 +535,51 @@ def provision(
     reader = naming.username(name, read_only=True) if read_only_role else None
     url = _url(admin_url, host, port)
     result = ProvisionResult()
-    with _admin(url) as connection, _locked(connection):
-        _ensure_role(connection, role, password, result)
+    try:
+        with _admin(url) as connection, _locked(connection):
+            _ensure_role(connection, role, password, result)
+            if reader is not None:
+                _ensure_role(connection, reader, read_only_password, result)
+            if not _database_exists(connection, database):
+                try:
+                    _create_database(connection, database, role, result)
+                except PersistenceError:
+                    raise
+                except Exception as error:
+                    raise _refused(error, f"create database {database}") from error
+            _grant_connect(connection, database, role, result)
+            if reader is not None:
+                _grant_connect(connection, database, reader, result)
         if reader is not None:
-            _ensure_role(connection, reader, read_only_password, result)
-        if not _database_exists(connection, database):
-            try:
-                _create_database(connection, database, role, result)
-            except PersistenceError:
-                raise
-            except Exception as error:
-                raise _refused(error, f"create database {database}") from error
-        _grant_connect(connection, database, role, result)
-        if reader is not None:
-            _grant_connect(connection, database, reader, result)
-    if reader is not None:
-        with _admin(url, database) as connection:
-            _grant_reads(connection, database, role, reader, result)
+            with _admin(url, database) as connection:
+                _grant_reads(connection, database, role, reader, result)
+    except PersistenceError:
+        _undo(url, result)
+        raise
     return result
+
+
+def _undo(url: URL, result: ProvisionResult) -> None:
+    """After a failed provision, drop the roles and databases this call created (best effort).
+
+    Grants to those roles are revoked first (in reverse order, each in its database), so
+    that the roles can be dropped; roles and databases that existed before are left alone.
+    """
+    if not (result.roles or result.databases):
+        return
+    try:
+        for database, statement in reversed(result.undo):
+            if database is None or database not in result.databases:
+                with _admin(url, database) as connection:
+                    _run(connection, statement, "undo a grant")
+        with _admin(url) as connection:
+            for created in result.databases:
+                _run(connection, f"DROP DATABASE {_identifier(connection, created)}", f"drop database {created}")
+            for role in reversed(result.roles):
+                _run(connection, f"DROP ROLE {_identifier(connection, role)}", f"drop role {role}")
+        logger.info("provisioning failed: dropped what it had created (%s)", result)
+    except PersistenceError as error:
+        logger.warning("provisioning failed, and what it had created (%s) could not all be dropped: %s", result, error)
 
 
 def clone_database(admin_url: URL, source: str, target: str, owner: str) -> bool:

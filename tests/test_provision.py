@@ -377,3 +377,30 @@ def test_no_command_prints_usage_and_exits_2() -> None:
     assert completed.returncode == 2
     assert completed.stderr.startswith("usage: python -m microcosm_postgres COMMAND")
     assert completed.stdout == ""
+
+
+# --- nothing half made -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("read_only_role", [False, True])
+def test_a_refused_database_leaves_no_role_behind(names: Names, admin_driver: str, read_only_role: bool) -> None:
+    limited = names.role("mp_limited", "LOGIN CREATEROLE NOCREATEDB")
+    name = names.service()
+    url = names.url(username=limited, driver=admin_driver)
+    with pytest.raises(PermissionDeniedError, match=f"Could not create database {name}_db"):
+        provision(name, password="pw", read_only_role=read_only_role, admin_url=url)
+    assert names.existing() == ({limited}, set())
+
+
+def test_a_refused_grant_drops_what_this_run_created_but_nothing_else(names: Names, admin_driver: str) -> None:
+    name = names.service()
+    database = f"{name}_db"
+    names.execute(f'CREATE DATABASE "{database}"')  # exists before, owned by the admin: kept
+    limited = names.role("mp_limited", "LOGIN CREATEROLE")
+    names.execute(f'GRANT CONNECT ON DATABASE "{database}" TO "{limited}" WITH GRANT OPTION')
+    # The limited admin may create the roles and grant CONNECT, but not USAGE on the admin's schema.
+    names.execute(f'REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO "{limited}"', database)
+    url = names.url(username=limited, driver=admin_driver)
+    with pytest.raises(PermissionDeniedError, match="granted nothing"):
+        provision(name, read_only_role=True, admin_url=url)
+    assert names.existing() == ({limited}, {database})
