@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import naming
@@ -221,7 +221,7 @@ def _refused(error: BaseException, doing: str) -> PersistenceError:
 def _run(connection: Connection, statement: str, doing: str) -> None:
     try:
         connection.exec_driver_sql(statement)
-    except Exception as error:
+    except SQLAlchemyError as error:
         raise _refused(error, doing) from error
 
 
@@ -235,7 +235,7 @@ def _run_secret(connection: Connection, statement: str, doing: str) -> None:
     cursor = connection.connection.cursor()
     try:
         cursor.execute(statement)
-    except Exception as error:
+    except connection.dialect.loaded_dbapi.Error as error:
         raise _refused(error, doing) from error
     finally:
         cursor.close()
@@ -244,7 +244,7 @@ def _run_secret(connection: Connection, statement: str, doing: str) -> None:
 def _scalar(connection: Connection, query: str, doing: str, **params: object) -> object:
     try:
         return connection.execute(text(query), params).scalar()
-    except Exception as error:
+    except SQLAlchemyError as error:
         raise _refused(error, doing) from error
 
 
@@ -279,7 +279,7 @@ def _admin(url: URL, database: str | None = None) -> Iterator[Connection]:
     try:
         try:
             connection = engine.connect()
-        except Exception as error:
+        except SQLAlchemyError as error:
             raise _refused(error, f"connect to {_where(engine.url)}") from error
         with connection:
             yield connection
@@ -543,9 +543,7 @@ def provision(
             if not _database_exists(connection, database):
                 try:
                     _create_database(connection, database, role, result)
-                except PersistenceError:
-                    raise
-                except Exception as error:
+                except SQLAlchemyError as error:
                     raise _refused(error, f"create database {database}") from error
             _grant_connect(connection, database, role, result)
             if reader is not None:
@@ -605,9 +603,7 @@ def clone_database(admin_url: URL, source: str, target: str, owner: str) -> bool
             try:
                 _create_database(connection, target, owner, result, template=source)
                 return True
-            except PersistenceError:
-                raise
-            except Exception as error:
+            except SQLAlchemyError as error:
                 # 55006: the source database is being accessed by other users.
                 if sqlstate_of(error) != "55006":
                     raise _refused(error, f"create database {target} from {source}") from error
@@ -617,9 +613,7 @@ def clone_database(admin_url: URL, source: str, target: str, owner: str) -> bool
                 time.sleep(0.2)
         try:
             _create_database(connection, target, owner, result)
-        except PersistenceError:
-            raise
-        except Exception as error:
+        except SQLAlchemyError as error:
             raise _refused(error, f"create database {target}") from error
         return True
 
