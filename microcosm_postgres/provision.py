@@ -84,7 +84,7 @@ class ProvisionResult:
     revokes: list[str] = field(default_factory=list)
     grants: list[str] = field(default_factory=list)
     # (database, statement) revoking a grant to a role this call created; None: the admin database.
-    undo: list[tuple[str | None, str]] = field(default_factory=list, repr=False, compare=False)
+    _revokes_on_failure: list[tuple[str | None, str]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def changed(self) -> bool:
@@ -418,7 +418,7 @@ def _grant(
         )
     result.grants.append(report)
     if grantee in result.roles:
-        result.undo.append((database, revoke))
+        result._revokes_on_failure.append((database, revoke))
 
 
 def _grant_connect(connection: Connection, database: str, role: str, result: ProvisionResult) -> None:
@@ -566,7 +566,7 @@ def _undo(url: URL, result: ProvisionResult) -> None:
     if not (result.roles or result.databases):
         return
     try:
-        for database, statement in reversed(result.undo):
+        for database, statement in reversed(result._revokes_on_failure):
             if database is None or database not in result.databases:
                 with _admin(url, database) as connection:
                     _run(connection, statement, "undo a grant")
