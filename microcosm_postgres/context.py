@@ -14,8 +14,6 @@ import inspect
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import wraps
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -23,11 +21,14 @@ from typing import Any, TypeVar, cast
 from sqlalchemy.exc import ResourceClosedError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from microcosm_postgres.errors import SessionNotOpenError, translating
+from microcosm_postgres import _sessions
+from microcosm_postgres.errors import TransactionAbortedError, translating
 
 __all__ = [
     "SessionContext",
+    "aborted_error",
     "in_transaction_block",
+    "note_failure",
     "maybe_transactional",
     "rollback_quietly",
     "transaction",
@@ -40,31 +41,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # How many transaction() blocks are open on a session (kept in Session.info).
 _DEPTH = "microcosm_postgres.transaction_depth"
-
-
-@dataclass(frozen=True)
-class _Entry:
-    graph: Any
-    session: Session
-    owner: SessionContext
-
-
-_open_sessions: ContextVar[tuple[_Entry, ...]] = ContextVar("microcosm_postgres_sessions", default=())
-
-
-def _no_session(graph: Any = None) -> SessionNotOpenError:
-    which = f" for graph {graph.metadata.name!r}" if graph is not None else ""
-    return SessionNotOpenError(
-        f"No database session is open{which}. Wrap the call in `with SessionContext(graph):` "
-        "(microcosm-flask services: SessionContext.make(graph) per request)."
-    )
-
-
-def _innermost() -> _Entry:
-    stack = _open_sessions.get()
-    if not stack:
-        raise _no_session()
-    return stack[-1]
+# What first failed in the current transaction() block (kept in Session.info until the
+# block that failed ends), named by the "transaction aborted" error of later statements.
+_FIRST_FAILURE = "microcosm_postgres.first_failure"
 
 
 class _SessionContextType(type):
@@ -76,7 +55,7 @@ class _SessionContextType(type):
             SessionNotOpenError: when no SessionContext is open.
 
         """
-        return _innermost().session
+        return _sessions.innermost().session
 
     @property
     def graph(cls) -> Any:
@@ -86,7 +65,7 @@ class _SessionContextType(type):
             SessionNotOpenError: when no SessionContext is open.
 
         """
-        return _innermost().graph
+        return _sessions.innermost().graph
 
 
 class SessionContext(metaclass=_SessionContextType):
@@ -127,14 +106,14 @@ class SessionContext(metaclass=_SessionContextType):
             self.session = self._given
         else:
             self.session = self.graph.sessionmaker(expire_on_commit=self.expire_on_commit)
-        _open_sessions.set(_open_sessions.get() + (_Entry(self.graph, self.session, self),))
+        _sessions.push(_sessions.Entry(self.graph, self.session, self))
         return self
 
     def close(self) -> None:
         """Pop this context's session and close it (returning its connection to the pool)."""
         if self.session is None:
             return
-        _open_sessions.set(tuple(entry for entry in _open_sessions.get() if entry.owner is not self))
+        _sessions.pop(self)
         session, self.session = self.session, None
         if self._given is None:
             session.close()
@@ -183,10 +162,7 @@ class SessionContext(metaclass=_SessionContextType):
             SessionNotOpenError: when no SessionContext is open for this graph.
 
         """
-        for entry in reversed(_open_sessions.get()):
-            if entry.graph is graph:
-                return entry.session
-        raise _no_session(graph)
+        return _sessions.session_for(graph)
 
 
 def rollback_quietly(transaction: SessionTransaction) -> None:
@@ -230,23 +206,61 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
         tx = session.begin_nested()
     session.info[_DEPTH] = depth + 1
     try:
-        with translating():
-            yield session
-            if commit:
-                tx.commit()
+        try:
+            with translating():
+                yield session
+                if commit:
+                    tx.commit()
+        except TransactionAbortedError as error:
+            raise aborted_error(session, error) from error.__cause__
     except BaseException:
         rollback_quietly(tx)
+        session.info.pop(_FIRST_FAILURE, None)
         raise
     else:
         if not commit:
             rollback_quietly(tx)
     finally:
         session.info[_DEPTH] = depth
+        if depth == 0:
+            session.info.pop(_FIRST_FAILURE, None)
 
 
 def in_transaction_block(session: Session) -> bool:
     """Whether a `transaction()` block is open on `session`."""
     return bool(session.info.get(_DEPTH, 0))
+
+
+def note_failure(session: Session, description: str) -> None:
+    """Record that a statement failed in the open `transaction()` block of `session`.
+
+    Only the first failure is kept (until the block that failed ends): it is what
+    aborted the transaction, and what a later "transaction aborted" error names.
+
+    """
+    session.info.setdefault(_FIRST_FAILURE, description)
+
+
+def aborted_error(session: Session, error: TransactionAbortedError) -> TransactionAbortedError:
+    """`error` (25P02), or a copy whose message names the failure `note_failure` recorded.
+
+    The copy has the recorded description as `first_failure`.
+
+    """
+    first = session.info.get(_FIRST_FAILURE)
+    if first is None or getattr(error, "first_failure", None) is not None:
+        return error
+    named = TransactionAbortedError(
+        f"This transaction was already aborted by an earlier failed statement: {first}. "
+        "PostgreSQL refuses every later statement until the block ends (SQLSTATE 25P02). "
+        "To go on after a statement that may fail, wrap that statement in a nested "
+        "`transaction()` block (a SAVEPOINT) and catch its error outside it.",
+        sqlstate=error.sqlstate,
+        constraint=error.constraint,
+        table=error.table,
+    )
+    named.first_failure = first  # type: ignore[attr-defined]
+    return named
 
 
 def transactional(func: F) -> F:

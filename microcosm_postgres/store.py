@@ -10,64 +10,62 @@ A service subclasses Store once per model and binds it in the graph:
 Every method works in the session the current `SessionContext` opened for the store's
 graph, and raises the typed errors of `microcosm_postgres.errors`. A write that the
 database refuses is rolled back to a savepoint taken just before it, so the caller's
-transaction stays usable and nothing half-written is committed.
+transaction stays usable and nothing half-written is committed. A read the database
+refuses outside any `transaction()` block rolls the session back, so the next call
+works; inside a block, PostgreSQL then refuses every later statement of the block, and
+the `TransactionAbortedError` they raise names what failed first.
+
+Filter values (`search(name=...)`, `count(...)`) and enum values written are checked
+against the column's Python type before any SQL is sent: a value that cannot be one is
+`InvalidInputError`, the same on every driver.
 
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator, Sequence
+import enum
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from sqlalchemy import Select, Uuid, bindparam, func, inspect, select
+from sqlalchemy import Select, bindparam, func, inspect, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import InstrumentedAttribute, Query, Session
 
-from microcosm_postgres.context import SessionContext, in_transaction_block, rollback_quietly
+from microcosm_postgres.context import (
+    SessionContext,
+    aborted_error,
+    in_transaction_block,
+    note_failure,
+    rollback_quietly,
+)
 from microcosm_postgres.diff import Delta, Version
 from microcosm_postgres.errors import (
-    DatabaseUnavailableError,
     InvalidInputError,
     ModelNotFoundError,
+    TransactionAbortedError,
+    sqlstate_of,
     translating,
 )
 from microcosm_postgres.identifiers import new_object_id
 from microcosm_postgres.metrics import postgres_metric_timing, store_metrics_for
+from microcosm_postgres.smart import register_store, store_for
 
 __all__ = [
     "Store",
     "store_for",
 ]
 
-ModelT = TypeVar("ModelT")
+logger = logging.getLogger(__name__)
 
-# graph -> model class -> the first Store made for that model in that graph (SmartMixin's lookup).
-_stores: weakref.WeakKeyDictionary[Any, dict[type, Store[Any]]] = weakref.WeakKeyDictionary()
+ModelT = TypeVar("ModelT")
 
 # Attributes `update` never copies from the new instance.
 _NEVER_MERGED = frozenset({"id", "created_at"})
-
-
-def store_for(model_class: type[ModelT]) -> Store[ModelT]:
-    """The store for `model_class` in the graph of the current SessionContext.
-
-    Raises:
-        SessionNotOpenError: when no SessionContext is open.
-        LookupError: when that graph made no store for this model.
-
-    """
-    graph = SessionContext.graph
-    stores = _stores.get(graph, {})
-    for cls in model_class.__mro__:
-        if cls in stores:
-            return stores[cls]
-    raise LookupError(
-        f"Graph {graph.metadata.name!r} has no store for {model_class.__name__}. "
-        f"Use the store component (e.g. graph.use('{model_class.__name__.lower()}_store')) before "
-        "calling its SmartMixin shortcuts."
-    )
 
 
 class Store(Generic[ModelT]):
@@ -95,8 +93,9 @@ class Store(Generic[ModelT]):
             auto_filter_fields: columns that `search`/`count` keywords filter by
                 equality (`search(name="Acme")`).
 
-        The first store made for a model in a graph is the one its SmartMixin
-        shortcuts use in that graph; later ones do not replace it.
+        A store bound in the graph (`@binding`) is the one its model's SmartMixin
+        shortcuts use in that graph; a store made ad hoc is not, unless it calls
+        `assign_model_class_store()`.
 
         """
         self.graph = graph
@@ -106,13 +105,26 @@ class Store(Generic[ModelT]):
         for field in auto_filter_fields:
             key = field if isinstance(field, str) else field.key
             self.auto_filter_fields[key] = getattr(model_class, key)
+        # microcosm-postgres 3.x's name for the same mapping (one dict: changing one changes both).
+        self.auto_filters = self.auto_filter_fields
+        self._checkers: dict[str, Callable[[Any], Any]] = {}
+        self._enum_columns = {
+            attr.key: enum_class
+            for attr in mapper.column_attrs
+            if (enum_class := _enum_class_of(attr.columns[0].type)) is not None
+        }
         self._primary_key = mapper.primary_key[0]
-        self._id_is_uuid = isinstance(self._primary_key.type, Uuid)
+        self._id_is_uuid = _python_type(self._primary_key.type) is UUID
         self._plain_retrieve = not _overrides(self, "_query", "_retrieve")
         self._plain_search = not _overrides(self, "_query", "_filter", "_auto_filter", "_order_by", "_paginate")
         self._statements: dict[Any, Select[Any]] = {}
-        self._metrics = store_metrics_for(graph)
-        _stores.setdefault(graph, {}).setdefault(model_class, self)
+        # Every timed call reports through this callable (see microcosm_postgres.metrics).
+        self.postgres_store_metrics = store_metrics_for(graph)
+
+    def assign_model_class_store(self) -> None:
+        """Make this store the one its model's SmartMixin shortcuts (and `Model.store`)
+        use in this store's graph. Stores bound in the graph need not call it."""
+        register_store(self)
 
     @property
     def session(self) -> Session:
@@ -137,7 +149,7 @@ class Store(Generic[ModelT]):
 
         """
         session = self.session
-        with self._translating():
+        with self._translating("flush", recovered=True):
             savepoint = session.begin_nested()
             try:
                 yield session
@@ -148,28 +160,51 @@ class Store(Generic[ModelT]):
             savepoint.commit()
 
     @contextmanager
-    def _translating(self) -> Iterator[None]:
-        """`errors.translating`, and reset the session when its connection was lost outside
-        any `transaction()` block (inside one, leaving the block resets it)."""
+    def _translating(self, action: str = "statement", *, recovered: bool = False) -> Iterator[None]:
+        """`errors.translating`, and keep the session usable after a refused statement.
+
+        Outside any `transaction()` block the session is rolled back, so the next call
+        works. Inside one, the failure is recorded for the "transaction aborted" error
+        that PostgreSQL's refusal of the block's later statements becomes (unless
+        `recovered`: a savepoint already rolled the failure back).
+
+        """
         try:
             with translating(model_name=self.model_name):
                 yield
-        except DatabaseUnavailableError:
+        except TransactionAbortedError as error:
             session = self.session
             if not in_transaction_block(session):
-                session.rollback()
+                _rollback(session)
+            raise aborted_error(session, error) from error.__cause__
+        except Exception as error:
+            cause = error if isinstance(error, sa_exc.DBAPIError) else error.__cause__
+            if isinstance(cause, sa_exc.DBAPIError):
+                session = self.session
+                if not in_transaction_block(session):
+                    _rollback(session)
+                elif not recovered:
+                    sqlstate = sqlstate_of(cause)
+                    code = f", SQLSTATE {sqlstate}" if sqlstate else ""
+                    note_failure(session, f"{self.model_name}.{action} raised {type(error).__name__}{code}")
             raise
 
     @postgres_metric_timing()
     def create(self, instance: ModelT) -> ModelT:
-        """Insert `instance` (assigning an `id` when it has none) and return it.
+        """Insert `instance` and return it.
+
+        When `id` is None and the id column holds UUIDs (`Uuid`, or any type whose
+        `python_type` is `uuid.UUID`), `new_object_id()` assigns one.
 
         Raises:
             DuplicateModelError: a unique constraint refused it.
             MissingDependencyError: it references a row that does not exist.
-            ModelIntegrityError, InvalidInputError: other refused values.
+            InvalidInputError: an enum column holds a value that is not one of its names
+                (before any SQL), or the database refused a value.
+            ModelIntegrityError: other refused values.
 
         """
+        self._check_enums(instance)
         with self.flushing() as session:
             if getattr(instance, "id", None) is None and self._id_is_uuid:
                 instance.id = self.new_object_id()  # type: ignore[attr-defined]
@@ -196,17 +231,24 @@ class Store(Generic[ModelT]):
 
     def _update(self, identifier: Any, new_instance: ModelT, *, diff: bool) -> tuple[ModelT, Delta | None]:
         # Retrieve before the savepoint: a missing or invalid id costs no SAVEPOINT round trips.
+        self._check_enums(new_instance)
         instance = self.retrieve(identifier)
         before = Version(instance) if diff else None
         with self.flushing():
             self.merge(instance, new_instance)
             if hasattr(instance, "updated_at") and hasattr(instance, "new_timestamp"):
                 instance.updated_at = instance.new_timestamp()
-        return instance, (Version(instance) - before if before is not None else None)
+        return instance, (before - Version(instance) if before is not None else None)
 
     @postgres_metric_timing()
     def replace(self, identifier: Any, new_instance: ModelT) -> ModelT:
-        """Update the row with this identifier, or create it (with this id) when missing."""
+        """Update the row with this identifier, or create it (with this id) when missing.
+
+        With `identifier` None (and no `id` on `new_instance`), create the row with a new id.
+
+        """
+        if identifier is None and getattr(new_instance, "id", None) is None:
+            return self.create(new_instance)
         try:
             return self.update(identifier, new_instance)
         except ModelNotFoundError:
@@ -266,7 +308,7 @@ class Store(Generic[ModelT]):
             "retrieve",
             lambda: select(self.model_class).where(self._primary_key == bindparam("identifier")).limit(1),
         )
-        with self._translating():
+        with self._translating("retrieve"):
             instance = self.session.execute(statement, {"identifier": identifier}).scalars().first()
         if instance is None:
             raise ModelNotFoundError(f"{self.model_name} not found")
@@ -282,7 +324,11 @@ class Store(Generic[ModelT]):
         """The auto-filter values to bind, when no hook could change the query; else None."""
         if not self._plain_search:
             return None
-        return {key: value for key, value in filters.items() if value is not None and key in self.auto_filter_fields}
+        return {
+            key: self._check_filter(key, value)
+            for key, value in filters.items()
+            if value is not None and key in self.auto_filter_fields
+        }
 
     @staticmethod
     def _paged(statement: Select[Any], shape: tuple[Any, ...]) -> Select[Any]:
@@ -296,7 +342,7 @@ class Store(Generic[ModelT]):
         return base.where(*(self.auto_filter_fields[key] == bindparam(f"filter_{key}") for key in keys))
 
     def _retrieve(self, *criteria: Any) -> ModelT:
-        with self._translating():
+        with self._translating("retrieve"):
             instance = self._query(*criteria).first()
         if instance is None:
             raise ModelNotFoundError(f"{self.model_name} not found")
@@ -312,10 +358,10 @@ class Store(Generic[ModelT]):
                 ("count", keys),
                 lambda: self._filtered(select(func.count(self._primary_key)).select_from(self.model_class), keys),
             )
-            with self._translating():
+            with self._translating("count"):
                 return int(self.session.execute(statement, {f"filter_{k}": plain[k] for k in keys}).scalar() or 0)
         query = self._filter(self._query(*criteria), **filters)
-        with self._translating():
+        with self._translating("count"):
             if query._group_by_clauses or query._distinct:
                 return query.count()
             # count(pk) over the same FROM/JOIN/WHERE: what Query.count() counts, minus its subquery.
@@ -348,17 +394,18 @@ class Store(Generic[ModelT]):
                 shape, lambda: self._paged(self._filtered(select(self.model_class), keys), shape)
             )
             params = {f"filter_{k}": plain[k] for k in keys} | {"offset": offset, "limit": limit}
-            with self._translating():
+            with self._translating("search"):
                 return list(self.session.execute(statement, params).scalars().all())
         query = self._order_by(self._filter(self._query(*criteria), **filters), **filters)
         query = self._paginate(query, offset=offset, limit=limit)
-        with self._translating():
+        with self._translating("search"):
             return query.all()
 
     @postgres_metric_timing()
-    def search_first(self, *criteria: Any, **filters: Any) -> ModelT | None:
-        """The first row `search` would return, or None."""
-        results = self.search(*criteria, offset=0, limit=1, **filters)
+    def search_first(self, *criteria: Any, offset: int | None = None, **filters: Any) -> ModelT | None:
+        """The first row `search` would return (after skipping `offset` rows), or None."""
+        filters.pop("limit", None)
+        results = self.search(*criteria, offset=offset if offset is not None else 0, limit=1, **filters)
         return results[0] if results else None
 
     # --- hooks ------------------------------------------------------------------
@@ -375,7 +422,7 @@ class Store(Generic[ModelT]):
         for key, value in filters.items():
             column = self.auto_filter_fields.get(key)
             if column is not None and value is not None:
-                query = query.filter(column == value)
+                query = query.filter(column == self._check_filter(key, value))
         return query
 
     def _order_by(self, query: Query[ModelT], **filters: Any) -> Query[ModelT]:
@@ -385,6 +432,25 @@ class Store(Generic[ModelT]):
     def _paginate(self, query: Query[ModelT], *, offset: int | None = None, limit: int | None = None) -> Query[ModelT]:
         return query.offset(_non_negative("offset", offset)).limit(_non_negative("limit", limit))
 
+    def _check_filter(self, key: str, value: Any) -> Any:
+        """`value` as the auto-filter column `key` holds it; InvalidInputError if it cannot be one."""
+        checker = self._checkers.get(key)
+        if checker is None:
+            column = self.auto_filter_fields[key]
+            checker = self._checkers[key] = _checker(
+                getattr(column, "type", None), f"filter {key!r} of {self.model_name}"
+            )
+        return checker(value)
+
+    def _check_enums(self, instance: Any) -> None:
+        """InvalidInputError (before any SQL) when an enum column of `instance` holds a value
+        that is neither a member nor a member's name: such a value must never be stored."""
+        values = inspect(instance).dict
+        for key, enum_class in self._enum_columns.items():
+            value = values.get(key)
+            if value is not None:
+                _enum_member(enum_class, value, f"{self.model_name}.{key}")
+
     def _identifier(self, identifier: Any) -> Any:
         """`identifier` as the key type; an invalid UUID is ModelNotFoundError (no SQL sent)."""
         if not self._id_is_uuid or isinstance(identifier, UUID):
@@ -393,6 +459,91 @@ class Store(Generic[ModelT]):
             return UUID(str(identifier))
         except ValueError:
             raise ModelNotFoundError(f"{self.model_name} not found") from None
+
+
+def _rollback(session: Session) -> None:
+    """Roll the session back after a refused statement; a failing rollback (the
+    connection is gone) must not hide the error that caused it."""
+    try:
+        session.rollback()
+    except Exception:
+        logger.warning("rollback after a failed statement failed", exc_info=True)
+
+
+def _python_type(column_type: Any) -> type | None:
+    try:
+        python_type = column_type.python_type
+    except (AttributeError, NotImplementedError):
+        return None
+    return python_type if isinstance(python_type, type) else None
+
+
+def _enum_class_of(column_type: Any) -> type[enum.Enum] | None:
+    enum_class = getattr(column_type, "enum_class", None)
+    return enum_class if isinstance(enum_class, type) and issubclass(enum_class, enum.Enum) else None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _enum_member(enum_class: type[enum.Enum], value: Any, subject: str) -> enum.Enum:
+    if isinstance(value, enum_class):
+        return value
+    if isinstance(value, str) and value in enum_class.__members__:
+        return enum_class[value]
+    raise InvalidInputError(
+        f"{_shown(value)} is not a {enum_class.__name__} name for {subject}; "
+        f"allowed names: {', '.join(enum_class.__members__)}."
+    )
+
+
+def _from_text(python_type: type) -> Callable[[str], Any] | None:
+    """How to read a string as `python_type`, for the scalar types a filter may hold."""
+    if python_type is UUID:
+        return UUID
+    if python_type is int:
+        return lambda text: int(text.strip())
+    if python_type in (float, Decimal):
+        return python_type
+    if python_type in (datetime, date, time):
+        return python_type.fromisoformat  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+# Column Python types whose filter values are checked; other types (JSON, arrays, custom)
+# go to the database as given.
+_CHECKED_TYPES = (str, int, float, Decimal, bool, UUID, datetime, date, time, bytes)
+
+
+def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
+    """A function returning a filter value as the column holds it, or raising InvalidInputError."""
+    enum_class = _enum_class_of(column_type)
+    if enum_class is not None:
+        return lambda value: _enum_member(enum_class, value, subject)
+    python_type = _python_type(column_type)
+    if python_type is None or python_type not in _CHECKED_TYPES:
+        return lambda value: value
+    from_text = _from_text(python_type)
+    numbers = (int, float, Decimal) if python_type in (float, Decimal) else ()
+
+    def check(value: Any) -> Any:
+        if isinstance(value, python_type) and (python_type is bool or not isinstance(value, bool)):
+            return value
+        if numbers and isinstance(value, numbers) and not isinstance(value, bool):
+            return value
+        if from_text is not None and isinstance(value, str):
+            try:
+                return from_text(value)
+            except (ValueError, InvalidOperation):
+                pass
+        raise InvalidInputError(
+            f"{subject} must be a {python_type.__name__} (got a {type(value).__name__} that is not one). "
+            "Pass a value of the column's type."
+        )
+
+    return check
 
 
 def _overrides(store: Store[Any], *names: str) -> bool:
