@@ -1,9 +1,9 @@
 """`SmartMixin` (store shortcuts on a model) and the per-graph model -> store registry.
 
 Each graph has its own registry. A store is in it when it is a component of the graph
-(bound with `@binding` and resolved, e.g. `graph.use("company_store")`) or when it
-called `assign_model_class_store()`; a `Store(...)` made ad hoc, in a test say, is not
-"the" store of its model. Lookups use the graph of the current `SessionContext`, so two
+(bound with `@binding`: it registers when the graph resolves it, the first one per
+model winning) or when it called `assign_model_class_store()`; a `Store(...)` made ad
+hoc, in a test say, is not "the" store of its model. Lookups use the graph of the current `SessionContext`, so two
 graphs never see each other's stores.
 
 """
@@ -47,13 +47,17 @@ class SmartStore(Protocol):
 _registries: weakref.WeakKeyDictionary[Any, dict[type, weakref.ref[SmartStore]]] = weakref.WeakKeyDictionary()
 
 
-def register_store(store: SmartStore) -> None:
+def register_store(store: SmartStore, *, replace: bool = True) -> None:
     """Make `store` the one its model's SmartMixin shortcuts use in `store.graph`.
 
-    Replaces an earlier registration for that model in that graph only.
+    Replaces an earlier registration for that model in that graph only (unless
+    `replace` is False: then the first store registered stays).
 
     """
-    _registries.setdefault(store.graph, {})[store.model_class] = weakref.ref(store)
+    registry = _registries.setdefault(store.graph, {})
+    current = registry.get(store.model_class)
+    if replace or current is None or current() is None:
+        registry[store.model_class] = weakref.ref(store)
 
 
 def _registered(graph: Any, model_class: type) -> SmartStore | None:
@@ -125,9 +129,10 @@ class _StoreAttribute:
 class SmartMixin:
     """Store shortcuts on the model: `company.create()`, `Company.search(...)`, ...
 
-    Each call goes to `Model.store`: the store registered for this model in the graph of
-    the current `SessionContext` (see the module docstring), so two graphs never use
-    each other's store.
+    Each call goes to the store registered for this model in the graph of the current
+    `SessionContext` (see the module docstring), so two graphs never use each other's
+    store. `Model.store` is that store (outside any SessionContext: the one store
+    registered for the model, when only one graph has one).
 
     Raises:
         SessionNotOpenError: when no SessionContext is open.
@@ -139,7 +144,7 @@ class SmartMixin:
 
     @classmethod
     def _store(cls) -> Any:
-        return cls.store
+        return store_for(cls)
 
     def create(self) -> Any:
         return self._store().create(self)

@@ -32,6 +32,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from microcosm.hooks import on_resolve
 from sqlalchemy import Select, bindparam, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import InstrumentedAttribute, Query, Session
@@ -79,6 +80,11 @@ class Store(Generic[ModelT]):
     instead of building a Query per call; the result is the same.
 
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # microcosm runs the hook when a graph resolves a component of this class.
+        on_resolve(cls, _register_bound)
 
     def __init__(
         self,
@@ -461,6 +467,14 @@ class Store(Generic[ModelT]):
             raise ModelNotFoundError(f"{self.model_name} not found") from None
 
 
+def _register_bound(store: Store[Any]) -> None:
+    """A store the graph resolved (a bound component) registers for SmartMixin, the first per model winning."""
+    register_store(store, replace=False)
+
+
+on_resolve(Store, _register_bound)
+
+
 def _rollback(session: Session) -> None:
     """Roll the session back after a refused statement; a failing rollback (the
     connection is gone) must not hide the error that caused it."""
@@ -508,7 +522,7 @@ def _from_text(python_type: type) -> Callable[[str], Any] | None:
     if python_type in (float, Decimal):
         return python_type
     if python_type in (datetime, date, time):
-        return python_type.fromisoformat  # type: ignore[attr-defined, no-any-return]
+        return python_type.fromisoformat
     return None
 
 
