@@ -18,6 +18,7 @@ from functools import wraps
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import ResourceClosedError
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -189,30 +190,42 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
     Any exception rolls the block back and is re-raised; database faults (in the
     block or at commit) leave as their `microcosm_postgres.errors` type, chained.
 
+    As with Django's `atomic()`, a statement the database refuses aborts the whole
+    block: later statements in it, and leaving it normally, raise
+    `TransactionAbortedError` naming what failed first. To go on after a statement
+    that may fail, put it in a nested block and catch the error outside that block:
+
+        with transaction():
+            try:
+                with transaction():
+                    company = store.create(Company(name="Acme"))
+            except DuplicateModelError:
+                company = store.search_first(name="Acme")
+
     Args:
         commit: False rolls back at the end even on success (a dry run).
         session: the session to use; default `SessionContext.session`.
 
     Raises:
         SessionNotOpenError: when no session is open.
+        TransactionAbortedError: a statement, or the end of the block, came after a
+            statement of the block failed.
 
     """
     session = session if session is not None else SessionContext.session
     depth = session.info.get(_DEPTH, 0)
-    if depth == 0:
-        # Adopt a transaction that reads outside transaction() began implicitly.
-        tx = session.get_transaction() or session.begin()
-    else:
-        tx = session.begin_nested()
+    with _translating_aborted(session):
+        # The outermost block adopts a transaction that reads outside transaction() began.
+        tx = (session.get_transaction() or session.begin()) if depth == 0 else session.begin_nested()
     session.info[_DEPTH] = depth + 1
     try:
-        try:
-            with translating():
-                yield session
-                if commit:
-                    tx.commit()
-        except TransactionAbortedError as error:
-            raise aborted_error(session, error) from error.__cause__
+        with _translating_aborted(session):
+            yield session
+            if commit:
+                if session.info.get(_FIRST_FAILURE) is not None:
+                    # PostgreSQL would turn this COMMIT into a ROLLBACK without an error.
+                    raise aborted_error(session, None)
+                tx.commit()
     except BaseException:
         rollback_quietly(tx)
         session.info.pop(_FIRST_FAILURE, None)
@@ -224,6 +237,23 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
         session.info[_DEPTH] = depth
         if depth == 0:
             session.info.pop(_FIRST_FAILURE, None)
+
+
+@contextmanager
+def _translating_aborted(session: Session) -> Iterator[None]:
+    """`errors.translating`, with "transaction aborted" errors naming the first failure.
+
+    SQLAlchemy's own refusal after a failed flush (`PendingRollbackError`) is the same
+    fault as PostgreSQL's 25P02, and becomes the same error.
+
+    """
+    try:
+        with translating():
+            yield
+    except TransactionAbortedError as error:
+        raise aborted_error(session, error) from error.__cause__
+    except sa_exc.PendingRollbackError as error:
+        raise aborted_error(session, None) from error
 
 
 def in_transaction_block(session: Session) -> bool:
@@ -241,23 +271,29 @@ def note_failure(session: Session, description: str) -> None:
     session.info.setdefault(_FIRST_FAILURE, description)
 
 
-def aborted_error(session: Session, error: TransactionAbortedError) -> TransactionAbortedError:
-    """`error` (25P02), or a copy whose message names the failure `note_failure` recorded.
+def aborted_error(session: Session, error: TransactionAbortedError | None) -> TransactionAbortedError:
+    """The "transaction aborted" error for a statement (or COMMIT) after a failed one.
 
-    The copy has the recorded description as `first_failure`.
+    Its message names the failure `note_failure` recorded, when there is one, and its
+    `first_failure` attribute holds that description. `error` is the translated 25P02
+    (None when SQLAlchemy or this module refused before PostgreSQL was asked); an error
+    that already names the first failure is returned as it is.
 
     """
-    first = session.info.get(_FIRST_FAILURE)
-    if first is None or getattr(error, "first_failure", None) is not None:
+    if error is not None and getattr(error, "first_failure", None) is not None:
         return error
+    first = session.info.get(_FIRST_FAILURE)
+    if error is not None and first is None:
+        return error
+    what = f": {first}" if first is not None else ""
     named = TransactionAbortedError(
-        f"This transaction was already aborted by an earlier failed statement: {first}. "
-        "PostgreSQL refuses every later statement until the block ends (SQLSTATE 25P02). "
-        "To go on after a statement that may fail, wrap that statement in a nested "
-        "`transaction()` block (a SAVEPOINT) and catch its error outside it.",
-        sqlstate=error.sqlstate,
-        constraint=error.constraint,
-        table=error.table,
+        f"This transaction block was already aborted by an earlier failed statement{what}. "
+        "PostgreSQL refuses every later statement (and turns COMMIT into ROLLBACK) until the block "
+        "ends (SQLSTATE 25P02). To go on after a statement that may fail, wrap that statement in a "
+        "nested `transaction()` block (a SAVEPOINT) and catch its error outside that block.",
+        sqlstate="25P02",
+        constraint=error.constraint if error is not None else None,
+        table=error.table if error is not None else None,
     )
     named.first_failure = first  # type: ignore[attr-defined]
     return named

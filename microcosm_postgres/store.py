@@ -8,12 +8,13 @@ A service subclasses Store once per model and binds it in the graph:
             super().__init__(graph, Company, auto_filter_fields=[Company.name])
 
 Every method works in the session the current `SessionContext` opened for the store's
-graph, and raises the typed errors of `microcosm_postgres.errors`. A write that the
-database refuses is rolled back to a savepoint taken just before it, so the caller's
-transaction stays usable and nothing half-written is committed. A read the database
-refuses outside any `transaction()` block rolls the session back, so the next call
-works; inside a block, PostgreSQL then refuses every later statement of the block, and
-the `TransactionAbortedError` they raise names what failed first.
+graph, and raises the typed errors of `microcosm_postgres.errors`. No savepoint is
+taken for you (Django's `atomic()` model): a statement the database refuses aborts the
+`transaction()` block it ran in, whose later statements (and end) then raise
+`TransactionAbortedError` naming what failed first, and nothing of it is committed.
+Put a statement that may fail in a nested `transaction()` (a SAVEPOINT) to go on after
+it. Outside any block, a refused statement rolls the session back, so the next call
+works.
 
 Filter values (`search(name=...)`, `count(...)`) and enum values written are checked
 against the column's Python type before any SQL is sent: a value that cannot be one is
@@ -42,7 +43,6 @@ from microcosm_postgres.context import (
     aborted_error,
     in_transaction_block,
     note_failure,
-    rollback_quietly,
 )
 from microcosm_postgres.diff import Delta, Version
 from microcosm_postgres.errors import (
@@ -147,32 +147,29 @@ class Store(Generic[ModelT]):
     # --- writes -----------------------------------------------------------------
 
     @contextmanager
-    def flushing(self) -> Iterator[Session]:
-        """Run a block of writes and flush them inside a savepoint, translating errors.
+    def flushing(self, action: str = "flush") -> Iterator[Session]:
+        """Run a block of writes and flush them, translating errors.
 
-        On failure the savepoint is rolled back (the caller's transaction goes on),
-        and the typed error is raised.
+        No savepoint is taken: a refused write aborts the enclosing `transaction()`
+        block (put a write that may fail in a nested block to go on after it); outside
+        any block the session is rolled back.
 
         """
         session = self.session
-        with self._translating("flush", recovered=True):
-            savepoint = session.begin_nested()
-            try:
-                yield session
-                session.flush()
-            except BaseException:
-                rollback_quietly(savepoint)
-                raise
-            savepoint.commit()
+        if not _active(session):
+            # A write of this block failed already: refuse before touching the session.
+            raise aborted_error(session, None)
+        with self._translating(action):
+            yield session
+            session.flush()
 
     @contextmanager
-    def _translating(self, action: str = "statement", *, recovered: bool = False) -> Iterator[None]:
+    def _translating(self, action: str = "statement") -> Iterator[None]:
         """`errors.translating`, and keep the session usable after a refused statement.
 
         Outside any `transaction()` block the session is rolled back, so the next call
         works. Inside one, the failure is recorded for the "transaction aborted" error
-        that PostgreSQL's refusal of the block's later statements becomes (unless
-        `recovered`: a savepoint already rolled the failure back).
+        that PostgreSQL's refusal of the block's later statements becomes.
 
         """
         try:
@@ -183,14 +180,17 @@ class Store(Generic[ModelT]):
             if not in_transaction_block(session):
                 _rollback(session)
             raise aborted_error(session, error) from error.__cause__
+        except sa_exc.PendingRollbackError as error:
+            # SQLAlchemy refusing after a failed flush in this block: the same fault.
+            raise aborted_error(self.session, None) from error
         except Exception as error:
+            session = self.session
             cause = error if isinstance(error, sa_exc.DBAPIError) else error.__cause__
-            if isinstance(cause, sa_exc.DBAPIError):
-                session = self.session
+            if isinstance(cause, sa_exc.DBAPIError) or not _active(session):
                 if not in_transaction_block(session):
                     _rollback(session)
-                elif not recovered:
-                    sqlstate = sqlstate_of(cause)
+                else:
+                    sqlstate = sqlstate_of(cause) if cause is not None else None
                     code = f", SQLSTATE {sqlstate}" if sqlstate else ""
                     note_failure(session, f"{self.model_name}.{action} raised {type(error).__name__}{code}")
             raise
@@ -211,7 +211,7 @@ class Store(Generic[ModelT]):
 
         """
         self._check_enums(instance)
-        with self.flushing() as session:
+        with self.flushing("create") as session:
             if getattr(instance, "id", None) is None and self._id_is_uuid:
                 instance.id = self.new_object_id()  # type: ignore[attr-defined]
             session.add(instance)
@@ -240,7 +240,7 @@ class Store(Generic[ModelT]):
         self._check_enums(new_instance)
         instance = self.retrieve(identifier)
         before = Version(instance) if diff else None
-        with self.flushing():
+        with self.flushing("update"):
             self.merge(instance, new_instance)
             if hasattr(instance, "updated_at") and hasattr(instance, "new_timestamp"):
                 instance.updated_at = instance.new_timestamp()
@@ -287,7 +287,7 @@ class Store(Generic[ModelT]):
         return self._delete(self.model_class.id == self._identifier(identifier))  # type: ignore[attr-defined]
 
     def _delete(self, *criteria: Any, synchronize_session: Any = "evaluate") -> bool:
-        with self.flushing():
+        with self.flushing("delete"):
             count = self._query(*criteria).delete(synchronize_session=synchronize_session)
         if not count:
             raise ModelNotFoundError(f"{self.model_name} not found")
@@ -473,6 +473,12 @@ def _register_bound(store: Store[Any]) -> None:
 
 
 on_resolve(Store, _register_bound)
+
+
+def _active(session: Session) -> bool:
+    """False when SQLAlchemy deactivated the session's transaction (a failed flush)."""
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    return transaction is None or transaction.is_active
 
 
 def _rollback(session: Session) -> None:

@@ -210,7 +210,7 @@ def test_a_raw_statement_after_a_refused_one_names_the_first_failure_too(graph: 
 
 def test_a_statement_that_may_fail_goes_in_a_nested_block(graph: Any, context: SessionContext) -> None:
     store = graph.company_store
-    with transaction():
+    with pytest.raises(TransactionAbortedError) as at_exit, transaction():
         with pytest.raises(InvalidInputError), transaction():
             store.count(REFUSED)
         store.create(Company(name="kept"))
@@ -221,5 +221,6 @@ def test_a_statement_that_may_fail_goes_in_a_nested_block(graph: Any, context: S
             store.count()
         assert "Company.search raised" in str(raised.value)
         assert "Company.count raised" not in str(raised.value)
-    # The outer block was aborted by the second failure: its COMMIT rolled it back.
+    # Leaving the aborted block is not a commit: it says so, and nothing was written.
+    assert "Company.search raised" in str(at_exit.value)
     assert store.count() == 0
