@@ -34,8 +34,9 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from microcosm.hooks import on_resolve
-from sqlalchemy import Select, bindparam, func, inspect, select
+from sqlalchemy import Select, bindparam, delete, func, inspect, select, tuple_, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import InstrumentedAttribute, Query, Session
 
 from microcosm_postgres.context import (
@@ -292,6 +293,177 @@ class Store(Generic[ModelT]):
         if not count:
             raise ModelNotFoundError(f"{self.model_name} not found")
         return True
+
+    # --- bulk writes --------------------------------------------------------------
+
+    @postgres_metric_timing()
+    def create_many(self, instances: Sequence[ModelT]) -> list[ModelT]:
+        """Insert `instances` in as few statements as the driver allows, and return them.
+
+        One flush: the rows go in batched INSERTs (SQLAlchemy's insertmanyvalues), not one
+        round trip per row; each instance becomes persistent in the session. Ids are
+        assigned as by `create`. A refused batch writes nothing.
+
+        Raises:
+            DuplicateModelError, MissingDependencyError, InvalidInputError,
+            ModelIntegrityError: as for `create`; the whole batch is refused.
+
+        """
+        instances = list(instances)
+        for instance in instances:
+            self._check_enums(instance)
+        with self.flushing("create_many") as session:
+            if self._id_is_uuid:
+                for instance in instances:
+                    if getattr(instance, "id", None) is None:
+                        instance.id = self.new_object_id()  # type: ignore[attr-defined]
+            session.add_all(instances)
+        return instances
+
+    @postgres_metric_timing()
+    def update_many(self, *criteria: Any, **values: Any) -> int:
+        """Set `values` (column name -> value) on every row matching `criteria`, with one
+        UPDATE; return how many rows changed. Columns with an `onupdate` (`updated_at`)
+        are refreshed. Instances already loaded in the session see the new values.
+
+        Raises:
+            InvalidInputError: no criteria (pass `sqlalchemy.true()` to update every row),
+                an unknown column, or an enum value that is not one of its names.
+            DuplicateModelError, ...: the database refused it.
+
+        """
+        if not criteria:
+            raise InvalidInputError(
+                f"update_many on {self.model_name} needs criteria; pass sqlalchemy.true() to update every row."
+            )
+        columns = {attr.key for attr in inspect(self.model_class).column_attrs}
+        unknown = sorted(set(values) - columns)
+        if unknown:
+            raise InvalidInputError(f"{self.model_name} has no column(s) {', '.join(unknown)} to update.")
+        for key, enum_class in self._enum_columns.items():
+            if values.get(key) is not None:
+                values[key] = _enum_member(enum_class, values[key], f"{self.model_name}.{key}")
+        statement = update(self.model_class).where(*criteria).values(**values)
+        with self.flushing("update_many") as session:
+            result = session.execute(statement, execution_options={"synchronize_session": "fetch"})
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    @postgres_metric_timing()
+    def delete_many(self, *criteria: Any) -> int:
+        """Delete every row matching `criteria` with one DELETE; return how many went.
+
+        Raises:
+            InvalidInputError: no criteria (pass `sqlalchemy.true()` to delete every row).
+            ReferencedModelError: other rows still reference one of them (nothing is deleted).
+
+        """
+        if not criteria:
+            raise InvalidInputError(
+                f"delete_many on {self.model_name} needs criteria; pass sqlalchemy.true() to delete every row."
+            )
+        statement = delete(self.model_class).where(*criteria)
+        with self.flushing("delete_many") as session:
+            result = session.execute(statement, execution_options={"synchronize_session": "fetch"})
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    @postgres_metric_timing()
+    def upsert(
+        self,
+        instance: ModelT,
+        *,
+        on: Sequence[InstrumentedAttribute[Any] | str],
+        update: Sequence[InstrumentedAttribute[Any] | str] | None = None,
+    ) -> ModelT:
+        """Insert `instance`'s row, or, when a row with the same `on` columns exists, update
+        that row's `update` columns (None: leave it as it is); return the stored row.
+
+        One `INSERT ... ON CONFLICT (on) DO UPDATE / DO NOTHING`: concurrent upserts of
+        the same key neither fail nor duplicate. The returned row is the session's
+        instance for it (not `instance`, whose values were copied).
+
+        Raises:
+            InvalidInputError: `on` or `update` names no column of the model.
+            DuplicateModelError, ...: another constraint refused it.
+
+        """
+        return self.upsert_many([instance], on=on, update=update)[0]
+
+    @postgres_metric_timing()
+    def upsert_many(
+        self,
+        instances: Sequence[ModelT],
+        *,
+        on: Sequence[InstrumentedAttribute[Any] | str],
+        update: Sequence[InstrumentedAttribute[Any] | str] | None = None,
+    ) -> list[ModelT]:
+        """`upsert` for many instances in one statement; returns the stored rows in the
+        order of `instances`.
+
+        Raises:
+            InvalidInputError: as `upsert`, or two instances with the same `on` values.
+            DuplicateModelError, ...: another constraint refused it (nothing is written).
+
+        """
+        instances = list(instances)
+        if not instances:
+            return []
+        keys = self._column_keys(on, "on")
+        updated = self._column_keys(update or (), "update")
+        rows = []
+        for instance in instances:
+            self._check_enums(instance)
+            rows.append(self._row_values(instance))
+        identities = [tuple(row.get(key) for key in keys) for row in rows]
+        if len(set(identities)) != len(identities):
+            raise InvalidInputError(
+                f"upsert_many on {self.model_name} got two rows with the same ({', '.join(keys)}); pass each key once."
+            )
+        columns = [getattr(self.model_class, key) for key in keys]
+        with self.flushing("upsert") as session:
+            # One INSERT per set of given columns (usually one): the others get their defaults.
+            groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+            for row in rows:
+                groups.setdefault(frozenset(row), []).append(row)
+            for group in groups.values():
+                session.execute(self._upsert_statement(group, keys, updated, do_update=bool(update)))
+            stored = session.scalars(
+                select(self.model_class).where(tuple_(*columns).in_(identities)),
+                execution_options={"populate_existing": True},
+            ).all()
+        by_key = {tuple(getattr(row, key) for key in keys): row for row in stored}
+        return [by_key[identity] for identity in identities]
+
+    def _upsert_statement(
+        self, rows: list[dict[str, Any]], keys: tuple[str, ...], updated: tuple[str, ...], *, do_update: bool
+    ) -> Any:
+        statement = pg_insert(self.model_class).values(rows)
+        if not do_update:
+            return statement.on_conflict_do_nothing(index_elements=list(keys))
+        assignments = {key: statement.excluded[key] for key in updated}
+        if "updated_at" in self._columns and "updated_at" not in assignments:
+            assignments["updated_at"] = statement.excluded["updated_at"]
+        return statement.on_conflict_do_update(index_elements=list(keys), set_=assignments)
+
+    @property
+    def _columns(self) -> dict[str, Any]:
+        return {attr.key: attr for attr in inspect(self.model_class).column_attrs}
+
+    def _column_keys(self, columns: Sequence[InstrumentedAttribute[Any] | str], what: str) -> tuple[str, ...]:
+        keys = tuple(column if isinstance(column, str) else column.key for column in columns)
+        unknown = sorted(set(keys) - set(self._columns))
+        if unknown or (what == "on" and not keys):
+            raise InvalidInputError(
+                f"{what}= must name columns of {self.model_name} (got {', '.join(unknown) or 'none'})."
+            )
+        return keys
+
+    def _row_values(self, instance: Any) -> dict[str, Any]:
+        """The column values set on `instance`, with an id assigned as `create` does."""
+        values = inspect(instance).dict
+        row = {key: values[key] for key in self._columns if key in values}
+        if self._id_is_uuid and row.get("id") is None:
+            row["id"] = self.new_object_id()
+        return row
 
     def expunge(self, instance: ModelT) -> None:
         """Detach `instance` from the session (later changes to it are not saved)."""
