@@ -29,6 +29,7 @@ __all__ = [
     "InvalidNameError",
     "MigrationsBehindError",
     "MissingDependencyError",
+    "ModelConflictError",
     "ModelIntegrityError",
     "ModelNotFoundError",
     "PermissionDeniedError",
@@ -199,6 +200,15 @@ class MigrationsBehindError(PersistenceError):
 
 class SessionNotOpenError(PersistenceError, RuntimeError):
     """Code used the database outside `SessionContext(graph)` (a programming error, 500)."""
+
+
+class ModelConflictError(PersistenceError):
+    """Another transaction got there first (409): the row changed since it was read (a stale
+    optimistic-locking version; nothing was written), or it is locked and the read asked
+    not to wait (`for_update="nowait"`). Read the row again and decide."""
+
+    status_code = 409
+    include_stack_trace = False
 
 
 # SQLSTATE classes and codes, from PostgreSQL's "Appendix A. Error Codes".

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID
 
 from microcosm.hooks import on_resolve
@@ -48,6 +48,7 @@ from microcosm_postgres.context import (
 from microcosm_postgres.diff import Delta, Version
 from microcosm_postgres.errors import (
     InvalidInputError,
+    ModelConflictError,
     ModelNotFoundError,
     TransactionAbortedError,
     sqlstate_of,
@@ -165,7 +166,7 @@ class Store(Generic[ModelT]):
             session.flush()
 
     @contextmanager
-    def _translating(self, action: str = "statement") -> Iterator[None]:
+    def _translating(self, action: str = "statement", *, locking: bool | str = False) -> Iterator[None]:
         """`errors.translating`, and keep the session usable after a refused statement.
 
         Outside any `transaction()` block the session is rolled back, so the next call
@@ -175,7 +176,17 @@ class Store(Generic[ModelT]):
         """
         try:
             with translating(model_name=self.model_name):
-                yield
+                try:
+                    yield
+                except sa_exc.DBAPIError as error:
+                    if locking == "nowait" and sqlstate_of(error) == _LOCK_NOT_AVAILABLE:
+                        raise ModelConflictError(
+                            f"{self.model_name} is locked by another transaction, and this read asked "
+                            "not to wait (for_update='nowait'). Try again later, or use for_update=True "
+                            "to wait or 'skip_locked' to pass it by.",
+                            sqlstate=_LOCK_NOT_AVAILABLE,
+                        ) from error
+                    raise
         except TransactionAbortedError as error:
             session = self.session
             if not in_transaction_block(session):
@@ -472,16 +483,34 @@ class Store(Generic[ModelT]):
     # --- reads ------------------------------------------------------------------
 
     @postgres_metric_timing()
-    def retrieve(self, identifier: Any, *criteria: Any) -> ModelT:
+    def retrieve(self, identifier: Any, *criteria: Any, for_update: bool | str = False) -> ModelT:
         """The row with this identifier (and matching `criteria`).
+
+        Args:
+            for_update: lock the row until the transaction ends (`SELECT ... FOR UPDATE`):
+                True waits for another transaction's lock, "nowait" raises instead,
+                "skip_locked" finds no row when it is locked. A locking read skips an
+                overridden `_retrieve` hook (it builds on `_query`).
 
         Raises:
             ModelNotFoundError: no such row, or `identifier` is not a valid id (no SQL is sent).
+            ModelConflictError: `for_update="nowait"` and another transaction holds the lock.
+            InvalidInputError: an unknown `for_update` value (before any SQL).
 
         """
+        lock = _lock_options(for_update)
         identifier = self._identifier(identifier)
-        if criteria or not self._plain_retrieve:
-            return self._retrieve(self.model_class.id == identifier, *criteria)  # type: ignore[attr-defined]
+        if criteria or not self._plain_retrieve or lock is not None:
+            if lock is None:
+                return self._retrieve(self.model_class.id == identifier, *criteria)  # type: ignore[attr-defined]
+            query = self._query(self.model_class.id == identifier, *criteria).with_for_update(  # type: ignore[attr-defined]
+                nowait=lock.nowait, skip_locked=lock.skip_locked
+            )
+            with self._translating("retrieve", locking=for_update):
+                instance = query.first()
+            if instance is None:
+                raise ModelNotFoundError(f"{self.model_name} not found")
+            return instance
         statement = self._statement(
             "retrieve",
             lambda: select(self.model_class).where(self._primary_key == bindparam("identifier")).limit(1),
@@ -551,6 +580,7 @@ class Store(Generic[ModelT]):
         *criteria: Any,
         offset: int | None = None,
         limit: int | None = None,
+        for_update: bool | str = False,
         **filters: Any,
     ) -> list[ModelT]:
         """The rows matching `criteria` and `filters`, ordered, then paginated.
@@ -559,25 +589,42 @@ class Store(Generic[ModelT]):
         keywords the store does not know are ignored, so request arguments can be passed
         straight through.
 
+        Args:
+            for_update: lock the rows returned until the transaction ends: True waits
+                for other transactions' locks, "nowait" raises instead, "skip_locked"
+                leaves locked rows out (a job queue: each worker takes rows no other
+                worker holds).
+
         Raises:
-            InvalidInputError: negative or non-integer `offset` / `limit` (before any SQL).
+            InvalidInputError: negative or non-integer `offset` / `limit`, a filter value
+                the column cannot hold, an unknown `for_update` (all before any SQL).
+            ModelConflictError: `for_update="nowait"` and another transaction holds a lock.
 
         """
+        lock = _lock_options(for_update)
         plain = None if criteria else self._plain_filters(filters)
         if plain is not None:
             offset, limit = _non_negative("offset", offset), _non_negative("limit", limit)
             keys = tuple(sorted(plain))
-            shape = ("search", keys, offset is not None, limit is not None)
+            shape = ("search", keys, offset is not None, limit is not None, for_update)
             statement = self._statement(
-                shape, lambda: self._paged(self._filtered(select(self.model_class), keys), shape)
+                shape, lambda: self._locked(self._paged(self._filtered(select(self.model_class), keys), shape), lock)
             )
             params = {f"filter_{k}": plain[k] for k in keys} | {"offset": offset, "limit": limit}
-            with self._translating("search"):
+            with self._translating("search", locking=for_update):
                 return list(self.session.execute(statement, params).scalars().all())
         query = self._order_by(self._filter(self._query(*criteria), **filters), **filters)
         query = self._paginate(query, offset=offset, limit=limit)
-        with self._translating("search"):
+        if lock is not None:
+            query = query.with_for_update(nowait=lock.nowait, skip_locked=lock.skip_locked)
+        with self._translating("search", locking=for_update):
             return query.all()
+
+    @staticmethod
+    def _locked(statement: Select[Any], lock: _Lock | None) -> Select[Any]:
+        return (
+            statement if lock is None else statement.with_for_update(nowait=lock.nowait, skip_locked=lock.skip_locked)
+        )
 
     @postgres_metric_timing()
     def search_first(self, *criteria: Any, offset: int | None = None, **filters: Any) -> ModelT | None:
@@ -645,6 +692,26 @@ def _register_bound(store: Store[Any]) -> None:
 
 
 on_resolve(Store, _register_bound)
+
+
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+class _Lock(NamedTuple):
+    nowait: bool = False
+    skip_locked: bool = False
+
+
+_LOCK_MODES: dict[Any, _Lock] = {True: _Lock(), "nowait": _Lock(nowait=True), "skip_locked": _Lock(skip_locked=True)}
+
+
+def _lock_options(for_update: Any) -> _Lock | None:
+    """`with_for_update` keywords for a `for_update` argument (None: no lock)."""
+    if for_update is False or for_update is None:
+        return None
+    if isinstance(for_update, (bool, str)) and for_update in _LOCK_MODES:
+        return _LOCK_MODES[for_update]
+    raise InvalidInputError(f"for_update must be True, 'nowait' or 'skip_locked' (got {for_update!r}).")
 
 
 def _active(session: Session) -> bool:
