@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import DateTime, Double, Enum, MetaData, Uuid, inspect
+from sqlalchemy import DateTime, Double, Enum, Integer, MetaData, Uuid, inspect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from microcosm_postgres.identifiers import new_object_id
@@ -27,6 +27,7 @@ __all__ = [
     "UTCDateTime",
     "UnixTimestampEntityMixin",
     "UnixTimestampPrimaryKeyMixin",
+    "VersionedMixin",
     "utcnow",
 ]
 
@@ -135,6 +136,26 @@ class UnixTimestampPrimaryKeyMixin:
     @property
     def updated_timestamp(self) -> float:
         return self.updated_at
+
+
+class VersionedMixin:
+    """Optimistic locking: a `version` column that SQLAlchemy checks and increments on
+    every UPDATE (its `version_id_col`).
+
+    An update of a row that another transaction changed since this one read it matches
+    no row and writes nothing; the store raises `ModelConflictError` (409). So does
+    `Store.update` when the new instance carries a `version` other than the stored one
+    (a client echoing the version it read). Add it before the other mixins:
+
+        class Document(VersionedMixin, EntityMixin, Model): ...
+
+    """
+
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 
 
 class IdentityMixin:

@@ -38,6 +38,7 @@ from sqlalchemy import Select, bindparam, delete, func, inspect, select, tuple_,
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import InstrumentedAttribute, Query, Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from microcosm_postgres.context import (
     SessionContext,
@@ -121,6 +122,8 @@ class Store(Generic[ModelT]):
             for attr in mapper.column_attrs
             if (enum_class := _enum_class_of(attr.columns[0].type)) is not None
         }
+        version_column = mapper.version_id_col
+        self._version_key = mapper.get_property_by_column(version_column).key if version_column is not None else None
         self._primary_key = mapper.primary_key[0]
         self._id_is_uuid = _python_type(self._primary_key.type) is UUID
         self._plain_retrieve = not _overrides(self, "_query", "_retrieve")
@@ -195,6 +198,17 @@ class Store(Generic[ModelT]):
         except sa_exc.PendingRollbackError as error:
             # SQLAlchemy refusing after a failed flush in this block: the same fault.
             raise aborted_error(self.session, None) from error
+        except StaleDataError as error:
+            # An optimistic-locking UPDATE/DELETE matched no row: someone changed it first.
+            session = self.session
+            if not in_transaction_block(session):
+                _rollback(session)
+            else:
+                note_failure(session, f"{self.model_name}.{action} raised ModelConflictError (stale version)")
+            raise ModelConflictError(
+                f"{self.model_name} changed in another transaction since this one read it; nothing was "
+                "written. Read it again and reapply the change."
+            ) from error
         except Exception as error:
             session = self.session
             cause = error if isinstance(error, sa_exc.DBAPIError) else error.__cause__
@@ -248,9 +262,9 @@ class Store(Generic[ModelT]):
         return instance, delta or Delta()
 
     def _update(self, identifier: Any, new_instance: ModelT, *, diff: bool) -> tuple[ModelT, Delta | None]:
-        # Retrieve before the savepoint: a missing or invalid id costs no SAVEPOINT round trips.
         self._check_enums(new_instance)
         instance = self.retrieve(identifier)
+        self._check_version(instance, new_instance)
         before = Version(instance) if diff else None
         with self.flushing("update"):
             self.merge(instance, new_instance)
@@ -282,7 +296,7 @@ class Store(Generic[ModelT]):
         """
         state = inspect(new_instance)
         for attr in inspect(type(instance)).column_attrs:
-            if attr.key in _NEVER_MERGED or attr.key not in state.dict:
+            if attr.key in _NEVER_MERGED or attr.key == self._version_key or attr.key not in state.dict:
                 continue
             setattr(instance, attr.key, state.dict[attr.key])
         return instance
@@ -666,6 +680,19 @@ class Store(Generic[ModelT]):
                 getattr(column, "type", None), f"filter {key!r} of {self.model_name}"
             )
         return checker(value)
+
+    def _check_version(self, instance: Any, new_instance: Any) -> None:
+        """ModelConflictError (before any write) when `new_instance` carries a version
+        (optimistic locking) other than the stored row's."""
+        if self._version_key is None:
+            return
+        given = inspect(new_instance).dict.get(self._version_key)
+        stored = getattr(instance, self._version_key)
+        if given is not None and given != stored:
+            raise ModelConflictError(
+                f"{self.model_name} changed since it was read (version {given}, now {stored}); "
+                "nothing was written. Read it again and reapply the change."
+            )
 
     def _check_enums(self, instance: Any) -> None:
         """InvalidInputError (before any SQL) when an enum column of `instance` holds a value

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from microcosm_postgres.models import EntityMixin, Model
+from microcosm_postgres.models import EntityMixin, Model, VersionedMixin
 
 
 class UUIDType(TypeDecorator[uuid.UUID]):
@@ -65,6 +65,12 @@ class Clerk(EntityMixin, LegacyBase):
     id = Column(UUIDType(), primary_key=True)
     name = Column(String(64), nullable=False)
     shop_id = Column(UUIDType(), ForeignKey("legacy_shop.id"), nullable=False)
+
+
+class Document(VersionedMixin, EntityMixin, LegacyBase):
+    __tablename__ = "legacy_document"
+
+    title = Column(String(64), nullable=False)
 
 
 @contextmanager
