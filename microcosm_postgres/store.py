@@ -24,10 +24,13 @@ against the column's Python type before any SQL is sent: a value that cannot be 
 
 from __future__ import annotations
 
+import base64
 import enum
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -60,6 +63,7 @@ from microcosm_postgres.metrics import postgres_metric_timing, store_metrics_for
 from microcosm_postgres.smart import register_store, store_for
 
 __all__ = [
+    "Page",
     "Store",
     "store_for",
 ]
@@ -70,6 +74,15 @@ ModelT = TypeVar("ModelT")
 
 # Attributes `update` never copies from the new instance.
 _NEVER_MERGED = frozenset({"id", "created_at"})
+
+
+@dataclass(frozen=True)
+class Page(Generic[ModelT]):
+    """One page of `Store.search_page`: its rows, and the cursor of the next page (None
+    on the last page)."""
+
+    items: list[ModelT]
+    next_cursor: str | None
 
 
 class Store(Generic[ModelT]):
@@ -125,6 +138,7 @@ class Store(Generic[ModelT]):
         version_column = mapper.version_id_col
         self._version_key = mapper.get_property_by_column(version_column).key if version_column is not None else None
         self._primary_key = mapper.primary_key[0]
+        self._primary_keys = frozenset(mapper.primary_key)
         self._id_is_uuid = _python_type(self._primary_key.type) is UUID
         self._plain_retrieve = not _overrides(self, "_query", "_retrieve")
         self._plain_search = not _overrides(self, "_query", "_filter", "_auto_filter", "_order_by", "_paginate")
@@ -641,6 +655,69 @@ class Store(Generic[ModelT]):
         )
 
     @postgres_metric_timing()
+    def search_page(
+        self,
+        *criteria: Any,
+        after: str | None = None,
+        limit: int = 100,
+        **filters: Any,
+    ) -> Page[ModelT]:
+        """One page of the rows matching `criteria` and `filters`, by keyset pagination.
+
+        Rows come ordered by a stable key, `created_at, id` (the primary key for models
+        without `created_at`); `after` is the `next_cursor` of the previous page (None:
+        the first page). Each page costs the same at any depth (an index on the key makes
+        it one index range scan; OFFSET reads and discards every earlier row), and no
+        COUNT is run. Rows inserted behind the cursor are not seen by later pages.
+
+        Raises:
+            InvalidInputError: a cursor this store did not make, or a `limit` that is not
+                a positive integer (before any SQL).
+
+        """
+        limit = _non_negative("limit", limit) or 0
+        if limit < 1:
+            raise InvalidInputError("limit must be a positive integer for search_page.")
+        keys = self._keyset
+        query = self._filter(self._query(*criteria), **filters)
+        if after is not None:
+            query = query.filter(tuple_(*keys) > tuple_(*self._decode_cursor(after)))
+        query = query.order_by(None).order_by(*keys).limit(limit + 1)
+        with self._translating("search_page"):
+            rows = query.all()
+        if len(rows) <= limit:
+            return Page(rows, None)
+        items = rows[:limit]
+        return Page(items, self._encode_cursor(items[-1]))
+
+    @property
+    def _keyset(self) -> list[Any]:
+        columns = {attr.key: attr for attr in inspect(self.model_class).column_attrs}
+        keys = [key for key in ("created_at",) if key in columns]
+        keys += [attr.key for attr in columns.values() if attr.columns[0] in self._primary_keys]
+        return [getattr(self.model_class, key) for key in keys]
+
+    def _encode_cursor(self, row: Any) -> str:
+        values = [_json_value(getattr(row, column.key)) for column in self._keyset]
+        return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+    def _decode_cursor(self, cursor: str) -> list[Any]:
+        keyset = self._keyset
+        try:
+            text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+            values = json.loads(text)
+            if not isinstance(values, list) or len(values) != len(keyset):
+                raise ValueError("wrong shape")
+            return [
+                _checker(column.type, f"cursor of {self.model_name}")(value)
+                for column, value in zip(keyset, values, strict=True)
+            ]
+        except (ValueError, TypeError, UnicodeDecodeError, InvalidInputError):
+            raise InvalidInputError(
+                f"This is not a page cursor of {self.model_name}: pass the next_cursor search_page returned."
+            ) from None
+
+    @postgres_metric_timing()
     def search_first(self, *criteria: Any, offset: int | None = None, **filters: Any) -> ModelT | None:
         """The first row `search` would return (after skipping `offset` rows), or None."""
         filters.pop("limit", None)
@@ -767,6 +844,17 @@ def _python_type(column_type: Any) -> type | None:
 def _enum_class_of(column_type: Any) -> type[enum.Enum] | None:
     enum_class = getattr(column_type, "enum_class", None)
     return enum_class if isinstance(enum_class, type) and issubclass(enum_class, enum.Enum) else None
+
+
+def _json_value(value: Any) -> Any:
+    """A key value as JSON can hold it (read back through the column's checker)."""
+    if isinstance(value, (UUID, Decimal)):
+        return str(value)
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.name
+    return value
 
 
 def _shown(value: Any) -> str:
