@@ -33,14 +33,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID
 
 from microcosm.hooks import on_resolve
-from sqlalchemy import Select, bindparam, delete, func, inspect, select, tuple_, update
+from sqlalchemy import Select, bindparam, delete, func, insert, inspect, select, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import InstrumentedAttribute, Query, Session
+from sqlalchemy.orm import InstrumentedAttribute, Query, Session, make_transient_to_detached
 from sqlalchemy.orm.exc import StaleDataError
 
 from microcosm_postgres.context import (
@@ -135,6 +136,8 @@ class Store(Generic[ModelT]):
             for attr in mapper.column_attrs
             if (enum_class := _enum_class_of(attr.columns[0].type)) is not None
         }
+        self._insert_plan = _insert_plan(mapper)
+        self._relationship_keys = frozenset(relationship.key for relationship in mapper.relationships)
         version_column = mapper.version_id_col
         self._version_key = mapper.get_property_by_column(version_column).key if version_column is not None else None
         self._primary_key = mapper.primary_key[0]
@@ -252,10 +255,42 @@ class Store(Generic[ModelT]):
         """
         self._check_enums(instance)
         with self.flushing("create") as session:
-            if getattr(instance, "id", None) is None and self._id_is_uuid:
-                instance.id = self.new_object_id()  # type: ignore[attr-defined]
-            session.add(instance)
+            self._insert(session, [instance])
         return instance
+
+    def _insert(self, session: Session, instances: list[Any]) -> None:
+        """INSERT `instances` and make them persistent in `session`.
+
+        For a plain model (one table, Python-side defaults only, no version column) and
+        transient instances without relationship values, one ORM bulk INSERT of fully
+        spelled-out rows (the defaults applied here, so the instances hold what was
+        stored), then the instances join the session as loaded: no unit-of-work flush.
+        Anything else goes through `session.add_all` and the flush.
+
+        """
+        if self._id_is_uuid:
+            for instance in instances:
+                if getattr(instance, "id", None) is None:
+                    instance.id = self.new_object_id()
+        if self._insert_plan is None or not all(self._plain_instance(instance) for instance in instances):
+            session.add_all(instances)
+            return
+        rows = []
+        for instance in instances:
+            values = inspect(instance).dict
+            for key, default in self._insert_plan:
+                if values.get(key) is None:
+                    # Every column set: the instance holds what is stored, nothing is left expired.
+                    setattr(instance, key, default() if default is not None else None)
+            rows.append({key: values.get(key) for key, _ in self._insert_plan})
+        session.execute(insert(self.model_class), rows)
+        for instance in instances:
+            make_transient_to_detached(instance)
+            session.add(instance)
+
+    def _plain_instance(self, instance: Any) -> bool:
+        state = inspect(instance)
+        return state.transient and not any(key in state.dict for key in self._relationship_keys)
 
     @postgres_metric_timing()
     def update(self, identifier: Any, new_instance: ModelT) -> ModelT:
@@ -352,11 +387,7 @@ class Store(Generic[ModelT]):
         for instance in instances:
             self._check_enums(instance)
         with self.flushing("create_many") as session:
-            if self._id_is_uuid:
-                for instance in instances:
-                    if getattr(instance, "id", None) is None:
-                        instance.id = self.new_object_id()  # type: ignore[attr-defined]
-            session.add_all(instances)
+            self._insert(session, instances)
         return instances
 
     @postgres_metric_timing()
@@ -844,6 +875,45 @@ def _python_type(column_type: Any) -> type | None:
 def _enum_class_of(column_type: Any) -> type[enum.Enum] | None:
     enum_class = getattr(column_type, "enum_class", None)
     return enum_class if isinstance(enum_class, type) and issubclass(enum_class, enum.Enum) else None
+
+
+def _insert_plan(mapper: Any) -> list[tuple[str, Callable[[], Any] | None]] | None:
+    """(attribute, default maker) for every column of a model `Store._insert` can write
+    with one bulk INSERT; None when it cannot (inheritance, a version column, a server
+    default or a SQL-expression / sequence / context-dependent default)."""
+    if mapper.inherits is not None or mapper.version_id_col is not None or len(mapper.tables) != 1:
+        return None
+    plan: list[tuple[str, Callable[[], Any] | None]] = []
+    for attr in mapper.column_attrs:
+        if len(attr.columns) != 1:
+            return None
+        column = attr.columns[0]
+        if column.server_default is not None or column.table is not mapper.local_table:
+            return None
+        default = column.default
+        if default is None:
+            plan.append((attr.key, None))
+        elif default.is_scalar:
+            plan.append((attr.key, partial(_same, default.arg)))
+        elif default.is_callable and not _takes_context(default):
+            plan.append((attr.key, partial(default.arg, None)))
+        else:
+            return None
+    return plan
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _takes_context(default: Any) -> bool:
+    """Whether a callable column default wants SQLAlchemy's execution context (we have none).
+
+    SQLAlchemy wraps a zero-argument default (keeping it as `__wrapped__`) so that it
+    accepts the context; a default that takes the context itself is left unwrapped.
+
+    """
+    return not hasattr(default.arg, "__wrapped__")
 
 
 def _json_value(value: Any) -> Any:

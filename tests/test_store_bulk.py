@@ -180,3 +180,30 @@ def test_create_many_assigns_given_ids_and_checks_enums(graph: Any, context: Ses
     assert rows[0].id == identifier
     with pytest.raises(InvalidInputError, match="allowed names"):
         graph.company_store.create_many([Company(name="c", type="bogus")])
+
+
+def test_create_is_one_insert_and_leaves_nothing_to_load(
+    graph: Any, context: SessionContext, statements: list[str]
+) -> None:
+    statements.clear()
+    with transaction():
+        company = graph.company_store.create(Company(name="Acme"))
+    assert statements.count("INSERT") == 1
+    assert [s for s in statements if s not in ("BEGIN", "INSERT", "COMMIT")] == []
+    state = inspect(company)
+    assert state.persistent
+    assert not state.expired_attributes
+    statements.clear()
+    assert (company.name, company.type) == ("Acme", None)
+    assert company.created_at is not None
+    assert graph.company_store.retrieve(company.id) is company
+    assert statements == ["SELECT"]  # the retrieve only
+
+
+def test_models_with_server_defaults_or_versions_still_insert(graph: Any, context: SessionContext) -> None:
+    from tests.models import Ticket
+
+    tickets = Store(graph, Ticket)
+    with transaction():
+        made = tickets.create_many([Ticket(), Ticket()])
+    assert [ticket.number for ticket in made] == [1, 2]
