@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 from uuid import UUID
 
 from microcosm.hooks import on_resolve
@@ -362,9 +362,18 @@ class Store(Generic[ModelT]):
         return self._delete(self.model_class.id == self._identifier(identifier))  # type: ignore[attr-defined]
 
     def _delete(self, *criteria: Any, synchronize_session: Any = "evaluate") -> bool:
-        with self.flushing("delete"):
-            count = self._query(*criteria).delete(synchronize_session=synchronize_session)
-        if not count:
+        """One DELETE of the rows `_query(*criteria)` selects; ModelNotFoundError when none."""
+        selected = _as_select(self._query(*criteria))
+        if selected.get_final_froms() == [inspect(self.model_class).local_table]:
+            statement = delete(self.model_class).where(*_where(selected))
+        else:  # the hook joined other tables: delete the rows it selects
+            statement = delete(self.model_class).where(
+                self._primary_key.in_(selected.with_only_columns(self._primary_key))
+            )
+            synchronize_session = "fetch"
+        with self.flushing("delete") as session:
+            result = session.execute(statement, execution_options={"synchronize_session": synchronize_session})
+        if not result.rowcount:  # type: ignore[attr-defined]
             raise ModelNotFoundError(f"{self.model_name} not found")
         return True
 
@@ -559,26 +568,39 @@ class Store(Generic[ModelT]):
         """
         lock = _lock_options(for_update)
         identifier = self._identifier(identifier)
-        if criteria or not self._plain_retrieve or lock is not None:
-            if lock is None:
-                return self._retrieve(self.model_class.id == identifier, *criteria)  # type: ignore[attr-defined]
-            query = self._query(self.model_class.id == identifier, *criteria).with_for_update(  # type: ignore[attr-defined]
-                nowait=lock.nowait, skip_locked=lock.skip_locked
+        if lock is None and _overrides(self, "_retrieve"):
+            return self._retrieve(self._primary_key == identifier, *criteria)
+        if criteria or not self._plain_retrieve:
+            statement, params = _as_select(self._query(self._primary_key == identifier, *criteria)).limit(1), None
+        else:
+            statement = self._statement(
+                ("retrieve", lock),
+                lambda: self._locked(
+                    select(self.model_class).where(self._primary_key == bindparam("identifier")).limit(1), lock
+                ),
             )
-            with self._translating("retrieve", locking=for_update):
-                instance = query.first()
-            if instance is None:
-                raise ModelNotFoundError(f"{self.model_name} not found")
-            return instance
-        statement = self._statement(
-            "retrieve",
-            lambda: select(self.model_class).where(self._primary_key == bindparam("identifier")).limit(1),
-        )
-        with self._translating("retrieve"):
-            instance = self.session.execute(statement, {"identifier": identifier}).scalars().first()
-        if instance is None:
+            params = {"identifier": identifier}
+        if params is None and lock is not None:
+            statement = self._locked(statement, lock)
+        rows = self._rows(statement, params, action="retrieve", locking=for_update, unique=params is None)
+        if not rows:
             raise ModelNotFoundError(f"{self.model_name} not found")
-        return instance
+        return rows[0]
+
+    def _rows(
+        self,
+        statement: Select[Any],
+        params: dict[str, Any] | None,
+        *,
+        action: str,
+        locking: bool | str = False,
+        unique: bool = False,
+    ) -> list[ModelT]:
+        """Run a read: the one place every read executes (`unique` as `Query.all()` did,
+        for statements hooks built: joined eager loads and joins yield each row once)."""
+        with self._translating(action, locking=locking):
+            result = self.session.execute(statement, params).scalars()
+            return list((result.unique() if unique else result).all())
 
     def _statement(self, key: Any, build: Any) -> Select[Any]:
         statement = self._statements.get(key)
@@ -608,11 +630,11 @@ class Store(Generic[ModelT]):
         return base.where(*(self.auto_filter_fields[key] == bindparam(f"filter_{key}") for key in keys))
 
     def _retrieve(self, *criteria: Any) -> ModelT:
-        with self._translating("retrieve"):
-            instance = self._query(*criteria).first()
-        if instance is None:
+        """The one row `_query(*criteria)` selects (a 3.x hook; `retrieve` calls an override)."""
+        rows = self._rows(_as_select(self._query(*criteria)).limit(1), None, action="retrieve", unique=True)
+        if not rows:
             raise ModelNotFoundError(f"{self.model_name} not found")
-        return instance
+        return rows[0]
 
     @postgres_metric_timing()
     def count(self, *criteria: Any, **filters: Any) -> int:
@@ -626,12 +648,11 @@ class Store(Generic[ModelT]):
             )
             with self._translating("count"):
                 return int(self.session.execute(statement, {f"filter_{k}": plain[k] for k in keys}).scalar() or 0)
-        query = self._filter(self._query(*criteria), **filters)
+        selected = _as_select(self._filter(self._query(*criteria), **filters)).order_by(None)
+        # Count what the hooks select, as Query.count() did (joins, DISTINCT, GROUP BY included).
+        statement = select(func.count()).select_from(selected.subquery())
         with self._translating("count"):
-            if query._group_by_clauses or query._distinct:
-                return query.count()
-            # count(pk) over the same FROM/JOIN/WHERE: what Query.count() counts, minus its subquery.
-            return int(query.with_entities(func.count(self._primary_key)).order_by(None).scalar() or 0)
+            return int(self.session.execute(statement).scalar() or 0)
 
     @postgres_metric_timing()
     def search(
@@ -670,14 +691,10 @@ class Store(Generic[ModelT]):
                 shape, lambda: self._locked(self._paged(self._filtered(select(self.model_class), keys), shape), lock)
             )
             params = {f"filter_{k}": plain[k] for k in keys} | {"offset": offset, "limit": limit}
-            with self._translating("search", locking=for_update):
-                return list(self.session.execute(statement, params).scalars().all())
-        query = self._order_by(self._filter(self._query(*criteria), **filters), **filters)
-        query = self._paginate(query, offset=offset, limit=limit)
-        if lock is not None:
-            query = query.with_for_update(nowait=lock.nowait, skip_locked=lock.skip_locked)
-        with self._translating("search", locking=for_update):
-            return query.all()
+            return self._rows(statement, params, action="search", locking=for_update)
+        selected = self._order_by(self._filter(self._query(*criteria), **filters), **filters)
+        selected = self._locked(_as_select(self._paginate(selected, offset=offset, limit=limit)), lock)
+        return self._rows(selected, None, action="search", locking=for_update, unique=True)
 
     @staticmethod
     def _locked(statement: Select[Any], lock: _Lock | None) -> Select[Any]:
@@ -710,12 +727,11 @@ class Store(Generic[ModelT]):
         if limit < 1:
             raise InvalidInputError("limit must be a positive integer for search_page.")
         keys = self._keyset
-        query = self._filter(self._query(*criteria), **filters)
+        selected = _as_select(self._filter(self._query(*criteria), **filters))
         if after is not None:
-            query = query.filter(tuple_(*keys) > tuple_(*self._decode_cursor(after)))
-        query = query.order_by(None).order_by(*keys).limit(limit + 1)
-        with self._translating("search_page"):
-            rows = query.all()
+            selected = selected.where(tuple_(*keys) > tuple_(*self._decode_cursor(after)))
+        selected = selected.order_by(None).order_by(*keys).limit(limit + 1)
+        rows = self._rows(selected, None, action="search_page", unique=True)
         if len(rows) <= limit:
             return Page(rows, None)
         items = rows[:limit]
@@ -756,27 +772,34 @@ class Store(Generic[ModelT]):
         return results[0] if results else None
 
     # --- hooks ------------------------------------------------------------------
+    #
+    # Each hook takes and returns a SQLAlchemy 2 `Select` (typed Any: a 3.x override may
+    # still build and return a `Query`, which the store turns into its statement). A 3.x
+    # override calling `.filter(...)`, `.join(...)`, `.order_by(...)`, `.offset(...)` or
+    # `.limit(...)` on what it gets keeps working: `Select` has them all.
 
-    def _query(self, *criteria: Any) -> Query[ModelT]:
-        """The base query: this model, filtered by `criteria`."""
-        return self.session.query(self.model_class).filter(*criteria)
+    def _query(self, *criteria: Any) -> Any:
+        """The base statement: this model, filtered by `criteria`."""
+        return select(self.model_class).where(*criteria)
 
-    def _filter(self, query: Query[ModelT], **filters: Any) -> Query[ModelT]:
+    def _filter(self, query: Any, **filters: Any) -> Any:
         """Apply keyword filters; the base applies the auto filters."""
         return self._auto_filter(query, **filters)
 
-    def _auto_filter(self, query: Query[ModelT], **filters: Any) -> Query[ModelT]:
+    def _auto_filter(self, query: Any, **filters: Any) -> Any:
+        """Filter by equality on the auto-filter fields named in `filters` (None skipped)."""
         for key, value in filters.items():
             column = self.auto_filter_fields.get(key)
             if column is not None and value is not None:
                 query = query.filter(column == self._check_filter(key, value))
         return query
 
-    def _order_by(self, query: Query[ModelT], **filters: Any) -> Query[ModelT]:
+    def _order_by(self, query: Any, **filters: Any) -> Any:
         """Order search results; the base orders by nothing."""
         return query
 
-    def _paginate(self, query: Query[ModelT], *, offset: int | None = None, limit: int | None = None) -> Query[ModelT]:
+    def _paginate(self, query: Any, *, offset: int | None = None, limit: int | None = None) -> Any:
+        """Apply `offset` and `limit` (InvalidInputError for negative or non-integer ones)."""
         return query.offset(_non_negative("offset", offset)).limit(_non_negative("limit", limit))
 
     def _check_filter(self, key: str, value: Any) -> Any:
@@ -988,6 +1011,16 @@ def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
         )
 
     return check
+
+
+def _as_select(statement: Any) -> Select[Any]:
+    """A hook's result as a `Select` (a 3.x override may return a `Query`)."""
+    selected = statement.statement if isinstance(statement, Query) else statement
+    return cast(Select[Any], selected)
+
+
+def _where(statement: Select[Any]) -> tuple[Any, ...]:
+    return () if statement.whereclause is None else (statement.whereclause,)
 
 
 def _overrides(store: Store[Any], *names: str) -> bool:
