@@ -144,6 +144,11 @@ class Store(Generic[ModelT]):
         self._primary_keys = frozenset(mapper.primary_key)
         self._id_is_uuid = _python_type(self._primary_key.type) is UUID
         self._plain_retrieve = not _overrides(self, "_query", "_retrieve")
+        # update() is one UPDATE ... RETURNING when no hook or version column is involved.
+        self._plain_update = (
+            self._plain_retrieve and self._version_key is None and not _overrides(self, "retrieve", "merge", "_update")
+        )
+        self._refreshes_on_update = any(column.onupdate is not None for column in mapper.columns)
         self._plain_search = not _overrides(self, "_query", "_filter", "_auto_filter", "_order_by", "_paginate")
         self._statements: dict[Any, Select[Any]] = {}
         # Every timed call reports through this callable (see microcosm_postgres.metrics).
@@ -312,6 +317,10 @@ class Store(Generic[ModelT]):
 
     def _update(self, identifier: Any, new_instance: ModelT, *, diff: bool) -> tuple[ModelT, Delta | None]:
         self._check_enums(new_instance)
+        if not diff and self._plain_update:
+            values = self._new_values(new_instance)
+            if values or self._refreshes_on_update:
+                return self._update_returning(self._identifier(identifier), values), None
         instance = self.retrieve(identifier)
         self._check_version(instance, new_instance)
         before = Version(instance) if diff else None
@@ -320,6 +329,25 @@ class Store(Generic[ModelT]):
             if hasattr(instance, "updated_at") and hasattr(instance, "new_timestamp"):
                 instance.updated_at = instance.new_timestamp()
         return instance, (before - Version(instance) if before is not None else None)
+
+    def _new_values(self, new_instance: Any) -> dict[str, Any]:
+        """The column values `merge` would copy from `new_instance`."""
+        values = inspect(new_instance).dict
+        return {key: values[key] for key in self._columns if key in values and key not in _NEVER_MERGED}
+
+    def _update_returning(self, identifier: Any, values: dict[str, Any]) -> ModelT:
+        """One `UPDATE ... RETURNING` of the row (no read first); the session's instance
+        for the row, if it has one, is refreshed with what was stored."""
+        statement = (
+            update(self.model_class).where(self._primary_key == identifier).values(**values).returning(self.model_class)
+        )
+        with self.flushing("update") as session:
+            rows = session.scalars(
+                statement, execution_options={"populate_existing": True, "synchronize_session": False}
+            ).all()
+        if not rows:
+            raise ModelNotFoundError(f"{self.model_name} not found")
+        return rows[0]
 
     @postgres_metric_timing()
     def replace(self, identifier: Any, new_instance: ModelT) -> ModelT:

@@ -107,13 +107,13 @@ def test_every_timed_call_reports_through_postgres_store_metrics(graph: Any, con
     store.postgres_store_metrics = reports
     with transaction():
         company = store.create(Company(name="Acme"))
-        store.update(company.id, Company(name="Acme 2"))
+        store.update_with_diff(company.id, Company(name="Acme 2"))
     with pytest.raises(ModelNotFoundError):
         store.retrieve(uuid4())
     assert reports.actions() == [
         ("Company", "create", "SUCCESS"),
-        ("Company", "retrieve", "SUCCESS"),  # inside update: reported too
-        ("Company", "update", "SUCCESS"),
+        ("Company", "retrieve", "SUCCESS"),  # inside update_with_diff: reported too
+        ("Company", "update_with_diff", "SUCCESS"),
         ("Company", "retrieve", "FAILURE"),
     ]
     assert all(call["elapsed_time"] > 0 for call in reports.calls)

@@ -72,7 +72,7 @@ def test_store_calls_are_timed_with_tags(listener: socket.socket) -> None:
         with pytest.raises(ModelNotFoundError):
             store.retrieve(uuid4())
         with transaction():
-            store.update(company.id, Company(name="Acme 2"))  # retrieves inside: both reported
+            store.update_with_diff(company.id, Company(name="Acme 2"))  # retrieves inside: both reported
     lines = received(listener)
     close(graph)
     common = {"source:microcosm-postgres", "model_name:Company"}
@@ -80,7 +80,7 @@ def test_store_calls_are_timed_with_tags(listener: socket.socket) -> None:
     assert tags(lines[0]) >= common | {"action:create", f"result:{SQLExecutionStatus.SUCCESS.value}"}
     assert tags(lines[1]) >= common | {"action:retrieve", "result:FAILURE"}
     assert tags(lines[2]) >= common | {"action:retrieve", "result:SUCCESS"}
-    assert tags(lines[3]) >= common | {"action:update", "result:SUCCESS"}
+    assert tags(lines[3]) >= common | {"action:update_with_diff", "result:SUCCESS"}
     assert all(float(line.split(":", 1)[1].split("|")[0]) > 0 for line in lines)
 
 

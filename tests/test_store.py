@@ -104,7 +104,19 @@ def test_update_missing(gadgets: Store[Any], statements: list[str]) -> None:
     with pytest.raises(ModelNotFoundError), transaction():
         statements.clear()
         gadgets.update(uuid4(), gadgets.model_class(name="x"))
-    assert statements[:1] == ["SELECT"] and "SAVEPOINT" not in statements
+    assert statements[:1] == ["UPDATE"]
+    assert "SAVEPOINT" not in statements
+
+
+def test_update_is_one_statement_and_refreshes_the_loaded_instance(gadgets: Store[Any], statements: list[str]) -> None:
+    with transaction():
+        gadget = gadgets.create(gadgets.model_class(name="a", size=1))
+    statements.clear()
+    with transaction():
+        updated = gadgets.update(gadget.id, gadgets.model_class(size=5))
+    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["UPDATE"]
+    assert updated is gadget
+    assert (gadget.name, gadget.size) == ("a", 5)
 
 
 def test_update_with_diff(gadgets: Store[Any]) -> None:
