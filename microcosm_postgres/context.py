@@ -14,20 +14,22 @@ import inspect
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import wraps
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import ResourceClosedError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from microcosm_postgres.errors import SessionNotOpenError, translating
+from microcosm_postgres import _sessions
+from microcosm_postgres.errors import TransactionAbortedError, translating
 
 __all__ = [
     "SessionContext",
+    "aborted_error",
     "in_transaction_block",
+    "note_failure",
     "maybe_transactional",
     "rollback_quietly",
     "transaction",
@@ -40,31 +42,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # How many transaction() blocks are open on a session (kept in Session.info).
 _DEPTH = "microcosm_postgres.transaction_depth"
-
-
-@dataclass(frozen=True)
-class _Entry:
-    graph: Any
-    session: Session
-    owner: SessionContext
-
-
-_open_sessions: ContextVar[tuple[_Entry, ...]] = ContextVar("microcosm_postgres_sessions", default=())
-
-
-def _no_session(graph: Any = None) -> SessionNotOpenError:
-    which = f" for graph {graph.metadata.name!r}" if graph is not None else ""
-    return SessionNotOpenError(
-        f"No database session is open{which}. Wrap the call in `with SessionContext(graph):` "
-        "(microcosm-flask services: SessionContext.make(graph) per request)."
-    )
-
-
-def _innermost() -> _Entry:
-    stack = _open_sessions.get()
-    if not stack:
-        raise _no_session()
-    return stack[-1]
+# What first failed in the current transaction() block (kept in Session.info until the
+# block that failed ends), named by the "transaction aborted" error of later statements.
+_FIRST_FAILURE = "microcosm_postgres.first_failure"
 
 
 class _SessionContextType(type):
@@ -76,7 +56,7 @@ class _SessionContextType(type):
             SessionNotOpenError: when no SessionContext is open.
 
         """
-        return _innermost().session
+        return _sessions.innermost().session
 
     @property
     def graph(cls) -> Any:
@@ -86,7 +66,7 @@ class _SessionContextType(type):
             SessionNotOpenError: when no SessionContext is open.
 
         """
-        return _innermost().graph
+        return _sessions.innermost().graph
 
 
 class SessionContext(metaclass=_SessionContextType):
@@ -127,14 +107,14 @@ class SessionContext(metaclass=_SessionContextType):
             self.session = self._given
         else:
             self.session = self.graph.sessionmaker(expire_on_commit=self.expire_on_commit)
-        _open_sessions.set(_open_sessions.get() + (_Entry(self.graph, self.session, self),))
+        _sessions.push(_sessions.Entry(self.graph, self.session, self))
         return self
 
     def close(self) -> None:
         """Pop this context's session and close it (returning its connection to the pool)."""
         if self.session is None:
             return
-        _open_sessions.set(tuple(entry for entry in _open_sessions.get() if entry.owner is not self))
+        _sessions.pop(self)
         session, self.session = self.session, None
         if self._given is None:
             session.close()
@@ -182,10 +162,7 @@ class SessionContext(metaclass=_SessionContextType):
             SessionNotOpenError: when no SessionContext is open for this graph.
 
         """
-        for entry in reversed(_open_sessions.get()):
-            if entry.graph is graph:
-                return entry.session
-        raise _no_session(graph)
+        return _sessions.session_for(graph)
 
 
 def rollback_quietly(transaction: SessionTransaction) -> None:
@@ -212,40 +189,113 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
     Any exception rolls the block back and is re-raised; database faults (in the
     block or at commit) leave as their `microcosm_postgres.errors` type, chained.
 
+    As with Django's `atomic()`, a statement the database refuses aborts the whole
+    block: later statements in it, and leaving it normally, raise
+    `TransactionAbortedError` naming what failed first. To go on after a statement
+    that may fail, put it in a nested block and catch the error outside that block:
+
+        with transaction():
+            try:
+                with transaction():
+                    company = store.create(Company(name="Acme"))
+            except DuplicateModelError:
+                company = store.search_first(name="Acme")
+
     Args:
         commit: False rolls back at the end even on success (a dry run).
         session: the session to use; default `SessionContext.session`.
 
     Raises:
         SessionNotOpenError: when no session is open.
+        TransactionAbortedError: a statement, or the end of the block, came after a
+            statement of the block failed.
 
     """
     session = session if session is not None else SessionContext.session
     depth = session.info.get(_DEPTH, 0)
-    if depth == 0:
-        # Adopt a transaction that reads outside transaction() began implicitly.
-        tx = session.get_transaction() or session.begin()
-    else:
-        tx = session.begin_nested()
+    with _translating_aborted(session):
+        # The outermost block adopts a transaction that reads outside transaction() began.
+        tx = (session.get_transaction() or session.begin()) if depth == 0 else session.begin_nested()
     session.info[_DEPTH] = depth + 1
     try:
-        with translating():
+        with _translating_aborted(session):
             yield session
             if commit:
+                if session.info.get(_FIRST_FAILURE) is not None:
+                    # PostgreSQL would turn this COMMIT into a ROLLBACK without an error.
+                    raise aborted_error(session, None)
                 tx.commit()
     except BaseException:
         rollback_quietly(tx)
+        session.info.pop(_FIRST_FAILURE, None)
         raise
     else:
         if not commit:
             rollback_quietly(tx)
     finally:
         session.info[_DEPTH] = depth
+        if depth == 0:
+            session.info.pop(_FIRST_FAILURE, None)
+
+
+@contextmanager
+def _translating_aborted(session: Session) -> Iterator[None]:
+    """`errors.translating`, with "transaction aborted" errors naming the first failure.
+
+    SQLAlchemy's own refusal after a failed flush (`PendingRollbackError`) is the same
+    fault as PostgreSQL's 25P02, and becomes the same error.
+
+    """
+    try:
+        with translating():
+            yield
+    except TransactionAbortedError as error:
+        raise aborted_error(session, error) from error.__cause__
+    except sa_exc.PendingRollbackError as error:
+        raise aborted_error(session, None) from error
 
 
 def in_transaction_block(session: Session) -> bool:
     """Whether a `transaction()` block is open on `session`."""
     return bool(session.info.get(_DEPTH, 0))
+
+
+def note_failure(session: Session, description: str) -> None:
+    """Record that a statement failed in the open `transaction()` block of `session`.
+
+    Only the first failure is kept (until the block that failed ends): it is what
+    aborted the transaction, and what a later "transaction aborted" error names.
+
+    """
+    session.info.setdefault(_FIRST_FAILURE, description)
+
+
+def aborted_error(session: Session, error: TransactionAbortedError | None) -> TransactionAbortedError:
+    """The "transaction aborted" error for a statement (or COMMIT) after a failed one.
+
+    Its message names the failure `note_failure` recorded, when there is one, and its
+    `first_failure` attribute holds that description. `error` is the translated 25P02
+    (None when SQLAlchemy or this module refused before PostgreSQL was asked); an error
+    that already names the first failure is returned as it is.
+
+    """
+    if error is not None and getattr(error, "first_failure", None) is not None:
+        return error
+    first = session.info.get(_FIRST_FAILURE)
+    if error is not None and first is None:
+        return error
+    what = f": {first}" if first is not None else ""
+    named = TransactionAbortedError(
+        f"This transaction block was already aborted by an earlier failed statement{what}. "
+        "PostgreSQL refuses every later statement (and turns COMMIT into ROLLBACK) until the block "
+        "ends (SQLSTATE 25P02). To go on after a statement that may fail, wrap that statement in a "
+        "nested `transaction()` block (a SAVEPOINT) and catch its error outside that block.",
+        sqlstate="25P02",
+        constraint=error.constraint if error is not None else None,
+        table=error.table if error is not None else None,
+    )
+    named.first_failure = first  # type: ignore[attr-defined]
+    return named
 
 
 def transactional(func: F) -> F:

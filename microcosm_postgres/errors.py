@@ -39,6 +39,7 @@ __all__ = [
     "InvalidNameError",
     "MigrationsBehindError",
     "MissingDependencyError",
+    "ModelConflictError",
     "ModelIntegrityError",
     "ModelNotFoundError",
     "PermissionDeniedError",
@@ -248,6 +249,16 @@ class SessionNotOpenError(PersistenceError, RuntimeError):
     """Code used the database outside `SessionContext(graph)` (a programming error, 500)."""
 
     default_message = "No session is open: use the database inside `SessionContext(graph)`."
+
+
+class ModelConflictError(PersistenceError):
+    """Another transaction got there first (409): the row changed since it was read (a stale
+    optimistic-locking version; nothing was written), or it is locked and the read asked
+    not to wait (`for_update="nowait"`). Read the row again and decide."""
+
+    status_code = 409
+    include_stack_trace = False
+    default_message = "The row changed or is locked by another transaction: read it again and decide."
 
 
 @dataclass(frozen=True)

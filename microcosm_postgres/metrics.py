@@ -1,14 +1,19 @@
 """Store timing metrics, sent through microcosm-metrics when a `metrics` client is bound.
 
-When `postgres_store_metrics.enabled` (default) and a `metrics` component exists that
-is not pointed at "localhost", every public Store call records a histogram `store`
-with its elapsed milliseconds and the tags
+Every public Store call reports through `store.postgres_store_metrics`, a callable
+
+    postgres_store_metrics(model_name=..., action=..., elapsed_time=..., execution_result=...)
+
+(the graph's `postgres_store_metrics` component, a `PostgresStoreMetrics`; a service or
+a test can replace it on a store). A call made by another timed call (update retrieving
+first) is reported too, each with its own action. When enabled (default) and a
+`metrics` component exists that is not pointed at "localhost", each report is a
+histogram `store` of the elapsed milliseconds with the tags
 
     source:microcosm-postgres  action:<create|retrieve|...>  model_name:<Model>  result:<SUCCESS|FAILURE>
 
-Otherwise timing costs one attribute check per call. A call made by another timed
-call of the same store (update retrieving first) is not recorded twice. Store
-subclasses time their own public methods with the same decorator:
+Otherwise timing costs one attribute check per call. Store subclasses time their own
+public methods with the same decorator:
 
     @postgres_metric_timing(action="search_by_company")
     def search_by_company(self, company_id): ...
@@ -19,7 +24,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from enum import Enum
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -28,6 +32,7 @@ from microcosm.api import defaults, typed
 from microcosm.errors import LockedGraphError, NotBoundError
 
 __all__ = [
+    "PostgresStoreMetrics",
     "SQLExecutionStatus",
     "StoreMetrics",
     "configure_postgres_store_metrics",
@@ -36,8 +41,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_timing: ContextVar[bool] = ContextVar("microcosm_postgres_timing", default=False)
 
 
 class SQLExecutionStatus(Enum):
@@ -68,31 +71,64 @@ class StoreMetrics:
         )
 
 
+class PostgresStoreMetrics:
+    """The `postgres_store_metrics` component: the callable every timed store call reports to.
+
+    `get_metrics(graph)` chooses the statsd-style client (override it in a subclass to
+    send elsewhere); with no client, reporting is off and costs nothing.
+
+    """
+
+    def __init__(self, graph: Any) -> None:
+        self.metrics = self.get_metrics(graph)
+        self._store_metrics = StoreMetrics(self.metrics)
+
+    def get_metrics(self, graph: Any) -> Any:
+        """The metrics client to send to, or None: the graph's `metrics` component when
+        `postgres_store_metrics.enabled` and it is not pointed at localhost."""
+        if not graph.config.postgres_store_metrics.enabled:
+            return None
+        try:
+            graph.factory_for("metrics")
+        except NotBoundError:
+            return None
+        metrics_config = graph.config.get("metrics") or {}
+        if metrics_config.get("host", "localhost") == "localhost":
+            return None
+        return graph.metrics
+
+    @property
+    def enabled(self) -> bool:
+        return self.metrics is not None
+
+    def __call__(
+        self,
+        *,
+        model_name: str,
+        action: str,
+        elapsed_time: float,
+        execution_result: SQLExecutionStatus,
+    ) -> None:
+        """Record one store call: `elapsed_time` in milliseconds."""
+        if self.metrics is not None:
+            self._store_metrics.record(action, model_name, execution_result, elapsed_time)
+
+
 @defaults(
     # Record store timings when a metrics client is bound and not pointed at localhost.
     enabled=typed(bool, default_value=True),
 )
-def configure_postgres_store_metrics(graph: Any) -> StoreMetrics:
-    """The `postgres_store_metrics` component: enabled only when there is somewhere to send to."""
-    if not graph.config.postgres_store_metrics.enabled:
-        return StoreMetrics()
-    try:
-        graph.factory_for("metrics")
-    except NotBoundError:
-        return StoreMetrics()
-    metrics_config = graph.config.get("metrics") or {}
-    if metrics_config.get("host", "localhost") == "localhost":
-        return StoreMetrics()
-    return StoreMetrics(graph.metrics)
+def configure_postgres_store_metrics(graph: Any) -> PostgresStoreMetrics:
+    """The `postgres_store_metrics` component (see `PostgresStoreMetrics`)."""
+    return PostgresStoreMetrics(graph)
 
 
-def store_metrics_for(graph: Any) -> StoreMetrics | None:
-    """The graph's enabled store metrics, or None (also when the component cannot be made)."""
+def store_metrics_for(graph: Any) -> Any:
+    """The graph's `postgres_store_metrics` component, or None when it cannot be made."""
     try:
-        metrics = graph.postgres_store_metrics
+        return graph.postgres_store_metrics
     except (NotBoundError, LockedGraphError):
         return None
-    return metrics if metrics.enabled else None
 
 
 def postgres_metric_timing(action: str | None = None) -> Callable[[F], F]:
@@ -103,10 +139,9 @@ def postgres_metric_timing(action: str | None = None) -> Callable[[F], F]:
 
         @wraps(func)
         def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-            metrics = self._metrics
-            if metrics is None or _timing.get():
+            report = self.postgres_store_metrics
+            if report is None or not getattr(report, "enabled", True):
                 return func(self, *args, **kwargs)
-            token = _timing.set(True)
             status = SQLExecutionStatus.FAILURE
             started = time.perf_counter()
             try:
@@ -114,8 +149,12 @@ def postgres_metric_timing(action: str | None = None) -> Callable[[F], F]:
                 status = SQLExecutionStatus.SUCCESS
                 return result
             finally:
-                _timing.reset(token)
-                metrics.record(name, self.model_name, status, (time.perf_counter() - started) * 1000)
+                report(
+                    model_name=self.model_name,
+                    action=name,
+                    elapsed_time=(time.perf_counter() - started) * 1000,
+                    execution_result=status,
+                )
 
         return cast(F, timed)
 

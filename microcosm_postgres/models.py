@@ -5,21 +5,19 @@ from __future__ import annotations
 import enum
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import DateTime, Double, Enum, MetaData, Uuid, inspect
+from sqlalchemy import DateTime, Double, Enum, Integer, MetaData, Uuid, inspect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from microcosm_postgres.identifiers import new_object_id
-
-if TYPE_CHECKING:
-    from microcosm_postgres.diff import Delta
-    from microcosm_postgres.store import Store
+from microcosm_postgres.smart import SmartMixin
 
 __all__ = [
+    "EPOCH",
     "EntityMixin",
     "IdentityMixin",
     "Model",
@@ -29,7 +27,12 @@ __all__ = [
     "UTCDateTime",
     "UnixTimestampEntityMixin",
     "UnixTimestampPrimaryKeyMixin",
+    "VersionedMixin",
+    "utcnow",
 ]
+
+# The Unix epoch, timezone-aware (3.x services compare timestamps with it).
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Constraint names that PostgreSQL itself would choose for unnamed constraints, made
 # explicit: generated migrations are deterministic, and a service whose tables were
@@ -48,13 +51,15 @@ class Model(DeclarativeBase):
     """Declarative base for a service's persistent models.
 
     `Mapped[SomeEnum]` annotations are stored by member name in a VARCHAR, not as a
-    PostgreSQL ENUM type, so adding a member needs no migration.
+    PostgreSQL ENUM type, so adding a member needs no migration. Only a member or the
+    name of one is accepted (a Store raises InvalidInputError before any SQL for any
+    other value), so an unknown name is never stored.
 
     """
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {
-        enum.Enum: Enum(enum.Enum, native_enum=False, length=255),
+        enum.Enum: Enum(enum.Enum, native_enum=False, length=255, validate_strings=True),
     }
 
 
@@ -87,7 +92,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return datetime
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
     return datetime.now(timezone.utc)
 
 
@@ -95,12 +101,12 @@ class PrimaryKeyMixin:
     """A UUID primary key `id` and UTC `created_at` / `updated_at` timestamps."""
 
     id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=new_object_id)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow, onupdate=_utcnow, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False)
 
     def new_timestamp(self) -> datetime:
         """The current time, in the form this mixin stores."""
-        return _utcnow()
+        return utcnow()
 
     @property
     def created_timestamp(self) -> float:
@@ -133,6 +139,26 @@ class UnixTimestampPrimaryKeyMixin:
         return self.updated_at
 
 
+class VersionedMixin:
+    """Optimistic locking: a `version` column that SQLAlchemy checks and increments on
+    every UPDATE (its `version_id_col`).
+
+    An update of a row that another transaction changed since this one read it matches
+    no row and writes nothing; the store raises `ModelConflictError` (409). So does
+    `Store.update` when the new instance carries a `version` other than the stored one
+    (a client echoing the version it read). Add it before the other mixins:
+
+        class Document(VersionedMixin, EntityMixin, Model): ...
+
+    """
+
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+
 class IdentityMixin:
     """Equality by column values (not relationships or private state); hash by `id`."""
 
@@ -150,52 +176,6 @@ class IdentityMixin:
 
     def __hash__(self) -> int:
         return hash(getattr(self, "id", None))
-
-
-class SmartMixin:
-    """Store shortcuts on the model: `company.create()`, `Company.search(...)`, ...
-
-    Each call goes to the store registered for this model in the graph of the current
-    `SessionContext` (see `Store`), so two graphs never use each other's store.
-
-    Raises:
-        SessionNotOpenError: when no SessionContext is open.
-        LookupError: when that graph has no store for this model.
-
-    """
-
-    @classmethod
-    def _store(cls) -> Store[Any]:
-        from microcosm_postgres.store import store_for
-
-        return store_for(cls)
-
-    def create(self) -> Any:
-        return self._store().create(self)
-
-    def update(self) -> Any:
-        return self._store().update(self.id, self)  # type: ignore[attr-defined]
-
-    def update_with_diff(self) -> tuple[Any, Delta]:
-        return self._store().update_with_diff(self.id, self)  # type: ignore[attr-defined]
-
-    def replace(self) -> Any:
-        return self._store().replace(self.id, self)  # type: ignore[attr-defined]
-
-    def delete(self) -> bool:
-        return self._store().delete(self.id)  # type: ignore[attr-defined]
-
-    @classmethod
-    def retrieve(cls, identifier: Any, *criteria: Any) -> Any:
-        return cls._store().retrieve(identifier, *criteria)
-
-    @classmethod
-    def search(cls, *criteria: Any, **kwargs: Any) -> list[Any]:
-        return cls._store().search(*criteria, **kwargs)
-
-    @classmethod
-    def count(cls, *criteria: Any, **filters: Any) -> int:
-        return cls._store().count(*criteria, **filters)
 
 
 class EntityMixin(PrimaryKeyMixin, IdentityMixin, SmartMixin):

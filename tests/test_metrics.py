@@ -14,7 +14,7 @@ from microcosm.api import create_object_graph, load_each, load_from_dict, load_f
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import ModelNotFoundError
 from microcosm_postgres.example import Company
-from microcosm_postgres.metrics import SQLExecutionStatus
+from microcosm_postgres.metrics import PostgresStoreMetrics, SQLExecutionStatus
 from microcosm_postgres.operations import recreate_all
 from tests.conftest import database_in_use
 
@@ -39,6 +39,12 @@ def received(sock: socket.socket, wait: float = 1.0) -> list[str]:
             continue
         lines += [line for line in packet.splitlines() if line.startswith("store:")]
     return lines
+
+
+def close(graph: Any) -> None:
+    """Release what the graph holds (the graph is garbage once the test drops it)."""
+    graph.postgres.dispose()
+    graph.metrics.close_socket()
 
 
 def service_graph(port: int, **extra: Any) -> Any:
@@ -67,14 +73,15 @@ def test_store_calls_are_timed_with_tags(listener: socket.socket) -> None:
         with pytest.raises(ModelNotFoundError):
             store.retrieve(uuid4())
         with transaction():
-            store.update(company.id, Company(name="Acme 2"))  # retrieves inside: recorded once
+            store.update_with_diff(company.id, Company(name="Acme 2"))  # retrieves inside: both reported
     lines = received(listener)
-    graph.postgres.dispose()
+    close(graph)
     common = {"source:microcosm-postgres", "model_name:Company"}
-    assert [line.split(":", 1)[1].split("|")[1] for line in lines] == ["h", "h", "h"]
+    assert [line.split(":", 1)[1].split("|")[1] for line in lines] == ["h", "h", "h", "h"]
     assert tags(lines[0]) >= common | {"action:create", f"result:{SQLExecutionStatus.SUCCESS.value}"}
     assert tags(lines[1]) >= common | {"action:retrieve", "result:FAILURE"}
-    assert tags(lines[2]) >= common | {"action:update", "result:SUCCESS"}
+    assert tags(lines[2]) >= common | {"action:retrieve", "result:SUCCESS"}
+    assert tags(lines[3]) >= common | {"action:update_with_diff", "result:SUCCESS"}
     assert all(float(line.split(":", 1)[1].split("|")[0]) > 0 for line in lines)
 
 
@@ -84,9 +91,12 @@ def test_nothing_is_recorded_when_disabled(listener: socket.socket) -> None:
     with SessionContext(graph):
         assert graph.company_store.count() == 0
     assert received(listener, wait=0.5) == []
-    assert graph.company_store._metrics is None
-    graph.postgres.dispose()
+    assert not graph.company_store.postgres_store_metrics.enabled
+    close(graph)
 
 
 def test_localhost_or_testing_metrics_cost_nothing(graph: Any) -> None:
-    assert graph.company_store._metrics is None  # testing graph: metrics host is localhost
+    metrics = graph.company_store.postgres_store_metrics
+    assert isinstance(metrics, PostgresStoreMetrics)
+    assert metrics is graph.postgres_store_metrics
+    assert not metrics.enabled  # testing graph: metrics host is localhost

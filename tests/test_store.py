@@ -16,6 +16,7 @@ from microcosm_postgres.errors import (
     ModelNotFoundError,
     PersistenceError,
     ReferencedModelError,
+    TransactionAbortedError,
 )
 from microcosm_postgres.example import Company, CompanyType, Employee
 from microcosm_postgres.store import Store
@@ -103,7 +104,19 @@ def test_update_missing(gadgets: Store[Any], statements: list[str]) -> None:
     with pytest.raises(ModelNotFoundError), transaction():
         statements.clear()
         gadgets.update(uuid4(), gadgets.model_class(name="x"))
-    assert statements[:1] == ["SELECT"] and "SAVEPOINT" not in statements
+    assert statements[:1] == ["UPDATE"]
+    assert "SAVEPOINT" not in statements
+
+
+def test_update_is_one_statement_and_refreshes_the_loaded_instance(gadgets: Store[Any], statements: list[str]) -> None:
+    with transaction():
+        gadget = gadgets.create(gadgets.model_class(name="a", size=1))
+    statements.clear()
+    with transaction():
+        updated = gadgets.update(gadget.id, gadgets.model_class(size=5))
+    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["UPDATE"]
+    assert updated is gadget
+    assert (gadget.name, gadget.size) == ("a", 5)
 
 
 def test_update_with_diff(gadgets: Store[Any]) -> None:
@@ -175,16 +188,65 @@ def test_expunge_merge_and_names(gadgets: Store[Any]) -> None:
     assert gadgets.session is SessionContext.session
 
 
-def test_duplicate_then_the_transaction_goes_on(gadgets: Store[Any], graph: Any) -> None:
+def test_duplicate_in_a_nested_block_then_the_transaction_goes_on(gadgets: Store[Any], graph: Any) -> None:
     table = gadgets.model_class.__tablename__
     with transaction():
         gadgets.create(gadgets.model_class(name="kept"))
-        with pytest.raises(DuplicateModelError) as raised:
+        with pytest.raises(DuplicateModelError) as raised, transaction():
             gadgets.create(gadgets.model_class(name="kept"))
         assert raised.value.status_code == 409
         assert raised.value.constraint == f"{table}_name_key"
         gadgets.create(gadgets.model_class(name="after"))
     assert committed(graph, table) == ["after", "kept"]
+
+
+def test_a_refused_write_aborts_its_block_and_nothing_of_it_is_committed(gadgets: Store[Any], graph: Any) -> None:
+    table = gadgets.model_class.__tablename__
+    with pytest.raises(TransactionAbortedError) as raised, transaction():
+        gadgets.create(gadgets.model_class(name="kept"))
+        with pytest.raises(DuplicateModelError):
+            gadgets.create(gadgets.model_class(name="kept"))
+        gadgets.create(gadgets.model_class(name="after"))
+    assert f"{gadgets.model_name}.create raised DuplicateModelError, SQLSTATE 23505" in str(raised.value)
+    assert committed(graph, table) == []
+    # Leaving the block normally after catching the error does not claim a commit either.
+    with pytest.raises(TransactionAbortedError, match="DuplicateModelError"), transaction():
+        gadgets.create(gadgets.model_class(name="kept"))
+        with pytest.raises(DuplicateModelError):
+            gadgets.create(gadgets.model_class(name="kept"))
+    assert committed(graph, table) == []
+    with transaction():
+        gadgets.create(gadgets.model_class(name="next"))
+    assert committed(graph, table) == ["next"]
+
+
+def test_get_or_create(gadgets: Store[Any], graph: Any) -> None:
+    """The README's pattern: the write that may fail goes in a nested block."""
+    model = gadgets.model_class
+
+    def get_or_create(name: str) -> Any:
+        try:
+            with transaction():
+                return gadgets.create(model(name=name))
+        except DuplicateModelError:
+            return gadgets.search_first(name=name)
+
+    with transaction():
+        first = get_or_create("g")
+        again = get_or_create("g")
+    assert again.id == first.id
+    assert committed(graph, model.__tablename__) == ["g"]
+
+
+def test_a_refused_write_outside_any_block_leaves_the_session_usable(gadgets: Store[Any]) -> None:
+    with transaction():
+        gadgets.create(gadgets.model_class(name="kept"))
+    with pytest.raises(DuplicateModelError):
+        gadgets.create(gadgets.model_class(name="kept"))
+    assert gadgets.count() == 1
+    with transaction():
+        gadgets.create(gadgets.model_class(name="after"))
+    assert gadgets.count() == 2
 
 
 # --- the example service's stores -------------------------------------------------
@@ -194,12 +256,12 @@ def test_missing_company_referenced_company_and_follow_up_writes(graph: Any, con
     companies, employees = graph.company_store, graph.employee_store
     with transaction():
         acme = companies.create(Company(name="Acme", type=CompanyType.private))
-        with pytest.raises(MissingDependencyError) as missing:
+        with pytest.raises(MissingDependencyError) as missing, transaction():
             employees.create(Employee(first="A", last="B", company_id=uuid4()))
         assert missing.value.status_code == 404 and missing.value.table == "employee"
         employees.create(Employee(first="Jane", last="Doe", company_id=acme.id))
     with transaction():
-        with pytest.raises(ReferencedModelError) as referenced:
+        with pytest.raises(ReferencedModelError) as referenced, transaction():
             companies.delete(acme.id)
         assert referenced.value.status_code == 403
         companies.create(Company(name="Other"))
@@ -217,12 +279,12 @@ def test_missing_company_referenced_company_and_follow_up_writes(graph: Any, con
     ],
     ids=["nul-byte", "too-long", "bad-enum-name", "not-null"],
 )
-def test_refused_values_leave_the_transaction_usable(
+def test_refused_values_in_a_nested_block_leave_the_transaction_usable(
     graph: Any, context: SessionContext, store_name: str, make: Any, error_class: type
 ) -> None:
     with transaction():
         graph.company_store.create(Company(name="before"))
-        with pytest.raises(error_class):
+        with pytest.raises(error_class), transaction():
             graph[store_name].create(make())
         graph.company_store.create(Company(name="after"))
     assert committed(graph, "company") == ["after", "before"]
