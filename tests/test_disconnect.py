@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import DatabaseUnavailableError
@@ -35,8 +35,8 @@ def terminate(graph: ExampleGraph, pid: int) -> None:
         admin.postgres.dispose()
 
 
-def backend_pid(session: Any) -> int:
-    return int(session.execute(text("SELECT pg_backend_pid()")).scalar())
+def backend_pid(session: Session) -> int:
+    return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
 def test_killed_between_transactions_is_survived(graph: ExampleGraph, context: SessionContext) -> None:
@@ -67,6 +67,7 @@ def test_killed_mid_transaction_raises_and_recovers(graph: ExampleGraph, context
 
 def test_killed_during_a_read_outside_transaction(graph: ExampleGraph, context: SessionContext) -> None:
     store = graph.company_store
+    assert context.session is not None
     pid = backend_pid(context.session)  # autobegun: the connection is held
     terminate(graph, pid)
     with pytest.raises(DatabaseUnavailableError):

@@ -60,7 +60,7 @@ def test_new_session(graph: ExampleGraph) -> None:
         session.close()
 
 
-def test_reset_all_restarts_sequences_and_truncates_big_tables(graph: ExampleGraph, context: Any) -> None:
+def test_reset_all_restarts_sequences_and_truncates_big_tables(graph: ExampleGraph, context: SessionContext) -> None:
     from microcosm_postgres.models import Model
     from microcosm_postgres.operations import reset_all
     from microcosm_postgres.store import Store
@@ -76,6 +76,7 @@ def test_reset_all_restarts_sequences_and_truncates_big_tables(graph: ExampleGra
                 "SELECT gen_random_uuid(), 'c' || n, now(), now() FROM generate_series(1, 1500) n"
             )
         )
+    assert context.session is not None
     context.session.expunge_all()
     reset_all(graph.postgres, Model.metadata)
     with graph.postgres.connect() as connection:

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import createall
@@ -40,7 +40,7 @@ def not_on_a_throwaway_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(THROWAWAY_SERVERS_VARIABLE, raising=False)
 
 
-def _admin(server: PostgresServer) -> Any:
+def _admin(server: PostgresServer) -> Engine:
     return create_engine(server.admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
 
@@ -86,7 +86,7 @@ def _flag(graph: ExampleGraph) -> bool:
     return bool(graph.config["postgres"]["allow_destructive"])
 
 
-OPERATIONS: dict[str, Callable[[Any], Any]] = {
+OPERATIONS: dict[str, Callable[[ExampleGraph], object]] = {
     "drop_all": drop_all,
     "recreate_all": recreate_all,
     "reset_all": lambda graph: reset_all(graph.postgres, Model.metadata, allow_destructive=_flag(graph)),
