@@ -19,23 +19,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
+from microcosm_postgres.graph import GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model
 from microcosm_postgres.operations import create_all, drop_all
 
 __all__ = ["main", "parse_args"]
 
 
-def _parser(graph: Any) -> argparse.ArgumentParser:
+def _parser(graph: GraphLike) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"{graph.metadata.name}-createall", description="Create the service's tables."
+        prog=f"{as_graph(graph).metadata.name}-createall", description="Create the service's tables."
     )
     parser.add_argument("-D", "--drop", action="store_true", help="drop the tables first (test databases only)")
     return parser
 
 
-def parse_args(graph: Any, args: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(graph: GraphLike, args: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse createall's options (default `sys.argv[1:]`); an unknown one exits with status 2.
 
     Raises:
@@ -46,7 +46,7 @@ def parse_args(graph: Any, args: Sequence[str] | None = None) -> argparse.Namesp
 
 
 def main(
-    graph: Any, args: Sequence[str] | None = None, *, model_cls: type[Any] = Model, known_only: bool = True
+    graph: GraphLike, args: Sequence[str] | None = None, *, model_cls: HasMetadata = Model, known_only: bool = True
 ) -> list[str]:
     """Create the tables of `model_cls.metadata` (after dropping them with `--drop`/`-D`).
 
@@ -68,7 +68,7 @@ def main(
         options = parser.parse_args(arguments)
     else:
         options, remaining = parser.parse_known_args(arguments)
-    where = graph.postgres.url.render_as_string(hide_password=True)
+    where = as_graph(graph).postgres.url.render_as_string(hide_password=True)
     if options.drop:
         drop_all(graph, model_cls)
         print(f"Dropped tables in {where}: {', '.join(sorted(model_cls.metadata.tables)) or '(none)'}")

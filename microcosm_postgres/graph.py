@@ -1,20 +1,31 @@
 """`Graph`: the parts of a microcosm object graph this library uses, as a typing Protocol.
 
-microcosm's `ObjectGraph` resolves components dynamically, so it cannot say that
-`graph.postgres` is an `Engine`. Annotating with `Graph` gives mypy (and readers) that
-knowledge; any microcosm graph with the `postgres` and `sessionmaker` components bound
-satisfies it.
+microcosm's `ObjectGraph` resolves components dynamically, so mypy sees `graph.postgres`
+as `object | Any`, not as an `Engine`. Annotating with `Graph` gives mypy (and readers)
+that knowledge. Because mypy cannot prove it, an `ObjectGraph` is not a `Graph` to mypy:
+the public functions of this library therefore take a `GraphLike` (either), so a typed
+service can pass what `create_object_graph` returned, and see it as a `Graph` inside
+with `as_graph`. A service that wants its own components typed too extends the protocol:
+
+    class AcmeGraph(Graph, Protocol):
+        @property
+        def order_store(self) -> OrderStore: ...
+
+    graph = cast(AcmeGraph, create_object_graph(name="acme"))
 
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
+
+from microcosm.object_graph import ObjectGraph
 
 if TYPE_CHECKING:
     from microcosm.config.model import Configuration
     from microcosm.metadata import Metadata
+    from sqlalchemy import MetaData
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import sessionmaker
 
@@ -22,6 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Graph",
+    "GraphLike",
+    "HasMetadata",
+    "as_graph",
 ]
 
 
@@ -54,4 +68,32 @@ class Graph(Protocol):
 
     def use(self, *keys: str) -> list[object]:
         """Create components `keys` (and their dependencies)."""
+        ...
+
+
+GraphLike: TypeAlias = Graph | ObjectGraph
+"""What the public functions take: a `Graph`, or the `ObjectGraph` that `create_object_graph` returns."""
+
+
+def as_graph(graph: GraphLike) -> Graph:
+    """`graph`, typed as a `Graph` (nothing is checked at run time).
+
+    microcosm binds components at run time, so mypy cannot know that an `ObjectGraph`
+    has `postgres` and `sessionmaker`; this is the one place that says so.
+
+    """
+    return cast(Graph, graph)
+
+
+class HasMetadata(Protocol):
+    """What `model_cls` arguments need: the `MetaData` of the tables to act on.
+
+    A declarative base (`microcosm_postgres.models.Model`, the default) has it, and so
+    has any object with a `metadata` attribute (a namespace holding a `MetaData`).
+
+    """
+
+    @property
+    def metadata(self) -> MetaData:
+        """The tables."""
         ...

@@ -11,7 +11,6 @@ so a health endpoint can register them as they are:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import text
 
@@ -23,6 +22,7 @@ from microcosm_postgres.errors import (
     SessionNotOpenError,
     translating,
 )
+from microcosm_postgres.graph import Graph, GraphLike, as_graph
 from microcosm_postgres.migrate import current_revision, head_revision
 
 __all__ = [
@@ -35,18 +35,19 @@ __all__ = [
 ]
 
 
-def _where(graph: Any) -> str:
+def _where(graph: Graph) -> str:
     url = graph.postgres.url
     return f"PostgreSQL at {url.host}:{url.port}, database {url.database!r}"
 
 
-def check_health(graph: Any) -> str:
+def check_health(graph: GraphLike) -> str:
     """`SELECT 1` in the graph's current session (or a short-lived one when none is open).
 
     Raises:
         DatabaseUnavailableError: naming host and database (never the password).
 
     """
+    graph = as_graph(graph)
     try:
         session, owned = SessionContext.session_for(graph), None
     except SessionNotOpenError:
@@ -62,12 +63,12 @@ def check_health(graph: Any) -> str:
     return f"{_where(graph)} is answering"
 
 
-def check_alembic(graph: Any) -> str | None:
+def check_alembic(graph: GraphLike) -> str | None:
     """The database's current Alembic revision (None when it was never migrated or stamped)."""
     return current_revision(graph)
 
 
-def get_current_head_version(graph: Any) -> str | None:
+def get_current_head_version(graph: GraphLike) -> str | None:
     """The code's head revision (None when the service has no migrations)."""
     return head_revision(graph)
 
@@ -89,13 +90,13 @@ class MigrationStatus:
         return f"database at {self.current or 'no revision'}, code at {self.head}"
 
 
-def migration_status(graph: Any) -> MigrationStatus:
+def migration_status(graph: GraphLike) -> MigrationStatus:
     """Where the database stands against the code."""
     head = head_revision(graph)  # first: a broken migrations lookup is reported without connecting
     return MigrationStatus(current=current_revision(graph), head=head)
 
 
-def check_migrations(graph: Any) -> str:
+def check_migrations(graph: GraphLike) -> str:
     """Check that the database is at the code's head revision.
 
     Raises:

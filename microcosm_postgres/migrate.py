@@ -30,18 +30,22 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
 from alembic import command
+from alembic.autogenerate.api import AutogenContext
 from alembic.config import CommandLine, Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from microcosm.errors import NotBoundError
-from sqlalchemy import BigInteger, Integer
+from sqlalchemy import BigInteger, Column, Integer
+from sqlalchemy.types import TypeEngine
 
 from microcosm_postgres.errors import translating
+from microcosm_postgres.graph import Graph, GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model, UTCDateTime
 from microcosm_postgres.types import EnumType, Serial
 
@@ -72,7 +76,7 @@ class UnresolvedMigrationsError(CommandError):
     """The graph does not resolve the `migrations/` directory that its models' package has."""
 
 
-def _model_directories(model_cls: Any) -> list[Path]:
+def _model_directories(model_cls: HasMetadata) -> list[Path]:
     """Directories of the modules defining `model_cls`'s mapped classes, and of their parent packages."""
     registry = getattr(model_cls, "registry", None)
     directories: list[Path] = []
@@ -86,7 +90,7 @@ def _model_directories(model_cls: Any) -> list[Path]:
     return directories
 
 
-def _refuse_if_models_have_migrations(graph: Any, model_cls: Any, tried: str) -> None:
+def _refuse_if_models_have_migrations(graph: Graph, model_cls: HasMetadata, tried: str) -> None:
     for directory in _model_directories(model_cls):
         if (directory / "migrations").is_dir():
             raise UnresolvedMigrationsError(
@@ -96,7 +100,7 @@ def _refuse_if_models_have_migrations(graph: Any, model_cls: Any, tried: str) ->
             )
 
 
-def migrations_dir(graph: Any, model_cls: Any = Model) -> Path:
+def migrations_dir(graph: GraphLike, model_cls: HasMetadata = Model) -> Path:
     """The service's migrations directory (see the module for the lookup rule).
 
     Raises:
@@ -105,9 +109,11 @@ def migrations_dir(graph: Any, model_cls: Any = Model) -> Path:
         alembic.util.CommandError: when it does not exist (naming the path tried).
 
     """
+    graph = as_graph(graph)
     try:
         graph.factory_for("migrations_dir")
-        path = Path(str(graph.migrations_dir))
+        [directory] = graph.use("migrations_dir")
+        path = Path(str(directory))
     except NotBoundError:
         try:
             path = Path(graph.metadata.get_path("migrations"))
@@ -127,7 +133,7 @@ def migrations_dir(graph: Any, model_cls: Any = Model) -> Path:
     return path
 
 
-def get_migrations_dir(graph: Any) -> str:
+def get_migrations_dir(graph: GraphLike) -> str:
     """The service's migrations directory, as a string.
 
     A compatibility name (3.x) for `migrations_dir(graph)`.
@@ -139,13 +145,14 @@ def get_migrations_dir(graph: Any) -> str:
     return str(migrations_dir(graph))
 
 
-def make_config(graph: Any, model_cls: type[Any] = Model, cmd_opts: Any = None) -> Config:
+def make_config(graph: GraphLike, model_cls: HasMetadata = Model, cmd_opts: Namespace | None = None) -> Config:
     """An Alembic `Config` for `graph`: its engine, its migrations, `model_cls.metadata`.
 
     Raises:
         alembic.util.CommandError: when the migrations directory does not exist.
 
     """
+    graph = as_graph(graph)
     config = Config(cmd_opts=cmd_opts, stdout=sys.stdout)  # the current stream, not the one at import
     config.set_main_option("script_location", str(_ENVIRONMENT))
     config.set_main_option("version_locations", str(migrations_dir(graph, model_cls)))
@@ -157,7 +164,7 @@ def make_config(graph: Any, model_cls: type[Any] = Model, cmd_opts: Any = None) 
     return config
 
 
-def make_alembic_config(graph: Any, model_cls: type[Any] = Model) -> Config:
+def make_alembic_config(graph: GraphLike, model_cls: HasMetadata = Model) -> Config:
     """A compatibility name (3.x) for `make_config(graph)`.
 
     Raises:
@@ -171,7 +178,7 @@ def make_alembic_config(graph: Any, model_cls: type[Any] = Model) -> Config:
 _PROGRESS_FORMAT = "%(levelname)-5.5s [%(name)s] %(message)s"
 
 
-def main(graph: Any, *args: str, model_cls: type[Any] = Model) -> None:
+def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
     """Run Alembic's command line for `graph` (arguments default to `sys.argv[1:]`).
 
     All of Alembic's commands work (`upgrade`, `downgrade`, `revision --autogenerate -m`,
@@ -186,7 +193,7 @@ def main(graph: Any, *args: str, model_cls: type[Any] = Model) -> None:
         alembic.util.CommandError: with `--raiseerr`, when the command fails.
 
     """
-    cli = CommandLine(prog=f"{os.path.basename(sys.argv[0]) or graph.metadata.name}")
+    cli = CommandLine(prog=f"{os.path.basename(sys.argv[0]) or as_graph(graph).metadata.name}")
     options = cli.parser.parse_args(list(args) if args else sys.argv[1:])
     if not hasattr(options, "cmd"):
         cli.parser.error("too few arguments")
@@ -217,24 +224,25 @@ def main(graph: Any, *args: str, model_cls: type[Any] = Model) -> None:
             alembic_logger.setLevel(saved_level)
 
 
-def upgrade(graph: Any, revision: str = "head", model_cls: type[Any] = Model) -> None:
+def upgrade(graph: GraphLike, revision: str = "head", model_cls: HasMetadata = Model) -> None:
     """Upgrade the graph's database to `revision`."""
     command.upgrade(make_config(graph, model_cls), revision)
 
 
-def stamp(graph: Any, revision: str = "head", model_cls: type[Any] = Model) -> None:
+def stamp(graph: GraphLike, revision: str = "head", model_cls: HasMetadata = Model) -> None:
     """Record `revision` as the database's current revision, without running migrations."""
     command.stamp(make_config(graph, model_cls), revision)
 
 
-def _version_options(graph: Any) -> dict[str, Any]:
+def _version_options(graph: Graph) -> dict[str, str]:
     alembic_config = graph.config.get("alembic") or {}
     options = dict(alembic_config.get("environment_options") or {})
     return {key: options[key] for key in ("version_table", "version_table_schema") if options.get(key)}
 
 
-def version_table(graph: Any) -> str:
+def version_table(graph: GraphLike) -> str:
     """Alembic's version table for `graph`, quoted for SQL (`alembic_version` unless configured)."""
+    graph = as_graph(graph)
     options = _version_options(graph)
     preparer = graph.postgres.dialect.identifier_preparer
     name = preparer.quote(options.get("version_table", "alembic_version"))
@@ -242,18 +250,19 @@ def version_table(graph: Any) -> str:
     return f"{preparer.quote_schema(schema)}.{name}" if schema else name
 
 
-def current_revision(graph: Any) -> str | None:
+def current_revision(graph: GraphLike) -> str | None:
     """The database's current revision (None when it has none).
 
     Raises:
         DatabaseUnavailableError: when the database cannot be reached.
 
     """
+    graph = as_graph(graph)
     with translating(), graph.postgres.connect() as connection:
         return MigrationContext.configure(connection, opts=_version_options(graph)).get_current_revision()
 
 
-def head_revision(graph: Any, model_cls: type[Any] = Model) -> str | None:
+def head_revision(graph: GraphLike, model_cls: HasMetadata = Model) -> str | None:
     """The code's head revision; None when the service has no migrations.
 
     Raises:
@@ -270,7 +279,11 @@ def head_revision(graph: Any, model_cls: type[Any] = Model) -> str | None:
 
 
 def compare_type(
-    context: Any, inspected_column: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
+    context: MigrationContext,
+    inspected_column: Column[Any],
+    metadata_column: Column[Any],
+    inspected_type: TypeEngine[Any],
+    metadata_type: TypeEngine[Any],
 ) -> bool | None:
     """Autogenerate's type comparison, knowing that SERIAL is stored as INTEGER (BIGSERIAL as BIGINT).
 
@@ -285,7 +298,7 @@ def compare_type(
     return None
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | bool:
     """Render microcosm-postgres column types in generated revisions.
 
     `UTCDateTime` and `EnumType` render as the plain SQLAlchemy types they store

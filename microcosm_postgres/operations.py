@@ -16,14 +16,13 @@ take an engine, or pytest's `--postgres-allow-destructive`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from microcosm_postgres.errors import MigrationsBehindError, UnsafeOperationError, translating
+from microcosm_postgres.graph import Graph, GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model
 from microcosm_postgres.naming import is_test_database_name
 
@@ -83,7 +82,7 @@ def require_test_database(
     )
 
 
-def require_test_graph(graph: Any, *, action: str = "destroy data") -> None:
+def require_test_graph(graph: GraphLike, *, action: str = "destroy data") -> None:
     """`require_test_database` for a graph: its engine, its service name, its `postgres.allow_destructive`.
 
     Raises:
@@ -91,10 +90,11 @@ def require_test_graph(graph: Any, *, action: str = "destroy data") -> None:
             config does not opt in.
 
     """
+    graph = as_graph(graph)
     require_test_database(
         graph.postgres,
         service=graph.metadata.name,
-        allow_destructive=bool(graph.config.postgres.get("allow_destructive")),
+        allow_destructive=bool(graph.config["postgres"].get("allow_destructive")),
         action=action,
     )
 
@@ -107,7 +107,7 @@ def _existing_tables(connection: Connection, metadata: MetaData) -> set[tuple[st
     return existing
 
 
-def create_all(graph: Any, model_cls: type[Any] = Model) -> list[str]:
+def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
     """Create the tables of `model_cls.metadata` that do not exist yet; return their names.
 
     When the service has migrations, a database without a revision is then stamped with
@@ -123,6 +123,7 @@ def create_all(graph: Any, model_cls: type[Any] = Model) -> list[str]:
     """
     from microcosm_postgres.migrate import current_revision, head_revision, stamp
 
+    graph = as_graph(graph)
     engine, metadata = graph.postgres, model_cls.metadata
     head = head_revision(graph, model_cls)
     current = current_revision(graph) if head is not None else None
@@ -140,13 +141,13 @@ def create_all(graph: Any, model_cls: type[Any] = Model) -> list[str]:
     return [table.fullname for table in metadata.sorted_tables if (table.schema, table.name) not in existing]
 
 
-def _drop_version_table(graph: Any, connection: Connection) -> None:
+def _drop_version_table(graph: Graph, connection: Connection) -> None:
     from microcosm_postgres.migrate import version_table
 
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {version_table(graph)}")
 
 
-def drop_all(graph: Any, model_cls: type[Any] = Model) -> None:
+def drop_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
     """Drop the tables of `model_cls.metadata`, and Alembic's version table.
 
     Tables of the database that are not in the metadata stay, but their foreign keys to
@@ -158,6 +159,7 @@ def drop_all(graph: Any, model_cls: type[Any] = Model) -> None:
         DatabaseUnavailableError: when the database cannot be reached.
 
     """
+    graph = as_graph(graph)
     engine, metadata = graph.postgres, model_cls.metadata
     require_test_graph(graph, action="drop tables")
     _created.discard(_key(engine, metadata))
@@ -258,7 +260,7 @@ def truncate_all(engine: Engine, metadata: MetaData, *, allow_destructive: bool 
         connection.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
-def recreate_all(graph: Any, model_cls: type[Any] = Model) -> None:
+def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
     """Give the database fresh, empty tables.
 
     The first call in a process for a database drops and creates the tables; later
@@ -271,6 +273,7 @@ def recreate_all(graph: Any, model_cls: type[Any] = Model) -> None:
 
     """
     require_test_graph(graph, action="recreate tables")
+    graph = as_graph(graph)
     engine, metadata = graph.postgres, model_cls.metadata
     key = _key(engine, metadata)
     with translating():
@@ -287,7 +290,7 @@ def recreate_all(graph: Any, model_cls: type[Any] = Model) -> None:
     _created.add(key)
 
 
-def stamp_head(graph: Any, model_cls: type[Any] = Model) -> None:
+def stamp_head(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
     """Record the code's head revision in the database, without running migrations.
 
     A compatibility name (3.x); the same as `migrate.stamp(graph, "head")`.
@@ -298,7 +301,7 @@ def stamp_head(graph: Any, model_cls: type[Any] = Model) -> None:
     stamp(graph, "head", model_cls)
 
 
-def get_current_head(graph: Any) -> str | None:
+def get_current_head(graph: GraphLike) -> str | None:
     """The database's current revision, None when it has none.
 
     A compatibility name (3.x); the same as `migrate.current_revision(graph)`.
@@ -312,7 +315,7 @@ def get_current_head(graph: Any) -> str | None:
     return current_revision(graph)
 
 
-def drop_alembic_table(graph: Any) -> bool:
+def drop_alembic_table(graph: GraphLike) -> bool:
     """Drop Alembic's version table (the database forgets its revision); returns True.
 
     A compatibility name (3.x).
@@ -323,12 +326,13 @@ def drop_alembic_table(graph: Any) -> bool:
 
     """
     require_test_graph(graph, action="drop the migration version table")
+    graph = as_graph(graph)
     with translating(), graph.postgres.begin() as connection:
         _drop_version_table(graph, connection)
     return True
 
 
-def new_session(graph: Any, expire_on_commit: bool = False) -> Session:
+def new_session(graph: GraphLike, expire_on_commit: bool = False) -> Session:
     """A new session from the graph's sessionmaker (the caller closes it)."""
-    session: Session = graph.sessionmaker(expire_on_commit=expire_on_commit)
+    session: Session = as_graph(graph).sessionmaker(expire_on_commit=expire_on_commit)
     return session

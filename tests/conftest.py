@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from uuid import uuid4
 
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool, QueuePool
 
 from microcosm_postgres.context import SessionContext
+from microcosm_postgres.example import ExampleGraph
+from microcosm_postgres.graph import Graph
 from microcosm_postgres.naming import is_test_database_name
 from microcosm_postgres.provision import provision
 from microcosm_postgres.testing.database import PostgresServer, ensure_test_database
@@ -53,10 +56,17 @@ def database_in_use() -> str:
     return os.environ[DATABASE_VARIABLE]
 
 
-def make_graph(**postgres: Any) -> Any:
+def make_graph(**postgres: Any) -> ExampleGraph:
     """A testing graph for the example service, with `postgres` config overrides."""
     loader = load_each(load_from_environ, load_from_dict(postgres=postgres))
-    return create_object_graph(name="example", testing=True, loader=loader)
+    return cast(ExampleGraph, create_object_graph(name="example", testing=True, loader=loader))
+
+
+def checked_out(engine: Engine) -> int:
+    """How many of `engine`'s pooled connections are checked out now."""
+    pool = engine.pool
+    assert isinstance(pool, QueuePool), pool
+    return pool.checkedout()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -91,7 +101,7 @@ def _drop_run_databases(server: PostgresServer) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def example_databases(postgres_server: PostgresServer, postgres_session_graph: Any) -> Iterator[PostgresServer]:
+def example_databases(postgres_server: PostgresServer, postgres_session_graph: Graph) -> Iterator[PostgresServer]:
     """The plugin's server, with this run's databases; they are dropped at the end.
 
     The plugin's session graph creates the main one (and its tables); under pytest-xdist
@@ -114,7 +124,7 @@ def migration_databases(example_databases: PostgresServer) -> None:
 
 
 @pytest.fixture
-def graph(example_databases: PostgresServer) -> Iterator[Any]:
+def graph(example_databases: PostgresServer) -> Iterator[ExampleGraph]:
     """A fresh graph on this run's database (its tables exist; rows may be left by other tests)."""
     graph = make_graph()
     yield graph
@@ -122,7 +132,7 @@ def graph(example_databases: PostgresServer) -> Iterator[Any]:
 
 
 @pytest.fixture
-def context(graph: Any) -> Iterator[SessionContext]:
+def context(graph: ExampleGraph) -> Iterator[SessionContext]:
     """A SessionContext on `graph` whose transactions really commit, starting from empty tables.
 
     Tests that need no commit seen by other connections can use the plugin's
@@ -135,5 +145,5 @@ def context(graph: Any) -> Iterator[SessionContext]:
 
 
 @pytest.fixture
-def driver(graph: Any) -> str:
+def driver(graph: ExampleGraph) -> str:
     return str(graph.postgres.dialect.driver)

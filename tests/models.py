@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import Column, FetchedValue, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
 
 from microcosm_postgres.models import EntityMixin, Model, UnixTimestampEntityMixin
 from microcosm_postgres.types import Serial
@@ -25,5 +26,5 @@ class UnixGadget(UnixTimestampEntityMixin, Model):
 class Ticket(EntityMixin, Model):
     __tablename__ = "test_ticket"
 
-    number = Column(Serial(), server_default=FetchedValue(), nullable=False)
-    big_number = Column(Serial(big=True), server_default=FetchedValue(), nullable=False)
+    number: Mapped[int] = mapped_column(Serial(), server_default=FetchedValue(), nullable=False)
+    big_number: Mapped[int] = mapped_column(Serial(big=True), server_default=FetchedValue(), nullable=False)

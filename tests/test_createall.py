@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from sqlalchemy import inspect, text
 
 from microcosm_postgres import createall
+from microcosm_postgres.example import ExampleGraph
 from microcosm_postgres.operations import recreate_all
 
 
-def test_createall_creates_only_what_is_missing_and_says_so(graph: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_createall_creates_only_what_is_missing_and_says_so(
+    graph: ExampleGraph, capsys: pytest.CaptureFixture[str]
+) -> None:
     recreate_all(graph)
     with graph.postgres.begin() as connection:
         connection.execute(text("DROP TABLE IF EXISTS employee"))
@@ -22,7 +23,7 @@ def test_createall_creates_only_what_is_missing_and_says_so(graph: Any, capsys: 
     assert "Created" not in out
 
 
-def test_createall_refuses_unknown_options(graph: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_createall_refuses_unknown_options(graph: ExampleGraph, capsys: pytest.CaptureFixture[str]) -> None:
     recreate_all(graph)
     with graph.postgres.begin() as connection:
         connection.execute(
@@ -40,12 +41,12 @@ def test_createall_refuses_unknown_options(graph: Any, capsys: pytest.CaptureFix
     recreate_all(graph)
 
 
-def test_createall_hands_unknown_arguments_back_when_asked(graph: Any) -> None:
+def test_createall_hands_unknown_arguments_back_when_asked(graph: ExampleGraph) -> None:
     recreate_all(graph)
     assert createall.main(graph, ["--service-flag", "x"], known_only=False) == ["--service-flag", "x"]
 
 
-def test_createall_drop_first(graph: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_createall_drop_first(graph: ExampleGraph, capsys: pytest.CaptureFixture[str]) -> None:
     recreate_all(graph)
     with graph.postgres.begin() as connection:
         connection.execute(

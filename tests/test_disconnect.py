@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import DatabaseUnavailableError
-from microcosm_postgres.example import Company
+from microcosm_postgres.example import Company, ExampleGraph
 from tests.conftest import make_graph
 
 
-def terminate(graph: Any, pid: int) -> None:
+def terminate(graph: ExampleGraph, pid: int) -> None:
     """Kill backend `pid` from another connection and wait until it is gone."""
     admin = make_graph(pool_size=1, engine_retries=0)
     try:
@@ -35,11 +35,11 @@ def terminate(graph: Any, pid: int) -> None:
         admin.postgres.dispose()
 
 
-def backend_pid(session: Any) -> int:
-    return int(session.execute(text("SELECT pg_backend_pid()")).scalar())
+def backend_pid(session: Session) -> int:
+    return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
-def test_killed_between_transactions_is_survived(graph: Any, context: SessionContext) -> None:
+def test_killed_between_transactions_is_survived(graph: ExampleGraph, context: SessionContext) -> None:
     with transaction() as session:
         pid = backend_pid(session)
     terminate(graph, pid)
@@ -50,7 +50,7 @@ def test_killed_between_transactions_is_survived(graph: Any, context: SessionCon
     assert graph.company_store.count() == 1
 
 
-def test_killed_mid_transaction_raises_and_recovers(graph: Any, context: SessionContext) -> None:
+def test_killed_mid_transaction_raises_and_recovers(graph: ExampleGraph, context: SessionContext) -> None:
     store = graph.company_store
     with pytest.raises(DatabaseUnavailableError) as raised, transaction() as session:
         store.create(Company(name="lost"))
@@ -62,11 +62,12 @@ def test_killed_mid_transaction_raises_and_recovers(graph: Any, context: Session
     # The session was reset; the next transaction works, and nothing of the failed one exists.
     with transaction():
         store.create(Company(name="next"))
-    assert sorted(company.name for company in store.search()) == ["next"]
+    assert [company.name for company in store.search()] == ["next"]
 
 
-def test_killed_during_a_read_outside_transaction(graph: Any, context: SessionContext) -> None:
+def test_killed_during_a_read_outside_transaction(graph: ExampleGraph, context: SessionContext) -> None:
     store = graph.company_store
+    assert context.session is not None
     pid = backend_pid(context.session)  # autobegun: the connection is held
     terminate(graph, pid)
     with pytest.raises(DatabaseUnavailableError):

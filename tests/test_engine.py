@@ -4,13 +4,14 @@ import logging
 from typing import Any
 
 import pytest
-from hamcrest import assert_that, contains_string, equal_to, is_, not_
+from hamcrest import assert_that, contains_string, equal_to, is_
 from microcosm.errors import ValidationError
 from microcosm.metadata import Metadata
 from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import DatabaseUnavailableError, QueryTimeoutError, translating
+from microcosm_postgres.example import ExampleGraph
 from microcosm_postgres.factories.engine import make_engine, make_url
 from tests.conftest import make_graph
 
@@ -38,7 +39,7 @@ def test_explicit_names_win() -> None:
     assert (url.database, url.username) == ("other_db", "bob")
 
 
-def test_graph_engine_connects_by_convention(graph: Any) -> None:
+def test_graph_engine_connects_by_convention(graph: ExampleGraph) -> None:
     with graph.postgres.connect() as connection:
         row = connection.execute(
             text("SELECT current_database(), current_user, current_setting('application_name')")
@@ -135,16 +136,16 @@ def test_password_never_shown(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     graph = make_graph(password=SENTINEL, port=1, engine_retries=1, engine_retry_interval=10, echo=True)
     engine = graph.postgres
-    assert_that(repr(engine), not_(contains_string(SENTINEL)))
-    assert_that(str(engine.url), not_(contains_string(SENTINEL)))
+    assert SENTINEL not in repr(engine)
+    assert SENTINEL not in str(engine.url)
     with SessionContext(graph), pytest.raises(DatabaseUnavailableError) as raised:
         with transaction() as session:
             session.execute(text("SELECT 1"))
     chain = [raised.value, raised.value.__cause__, getattr(raised.value.__cause__, "orig", None)]
     for error in chain:
-        assert_that(str(error), not_(contains_string(SENTINEL)))
-        assert_that(repr(error), not_(contains_string(SENTINEL)))
+        assert SENTINEL not in str(error)
+        assert SENTINEL not in repr(error)
     assert_that(caplog.text, contains_string("retrying"))
-    assert_that(caplog.text, not_(contains_string(SENTINEL)))
+    assert SENTINEL not in caplog.text
     # The password is really used: it is in the parameters handed to the driver.
     assert_that(engine.url.password, is_(equal_to(SENTINEL)))

@@ -44,7 +44,7 @@ def test_make_engine_accepts_the_whole_config(caplog: pytest.LogCaptureFixture) 
     graph = make_graph(application_name="whole-config-app", statement_timeout=4321)
     caplog.set_level(logging.WARNING, logger="microcosm_postgres")
     whole = make_engine(graph.metadata, graph.config)
-    section = make_engine(graph.metadata, graph.config.postgres)
+    section = make_engine(graph.metadata, graph.config["postgres"])
     try:
         assert whole.url.render_as_string(hide_password=False) == section.url.render_as_string(hide_password=False)
         with whole.connect() as connection:

@@ -23,13 +23,14 @@ from microcosm_postgres.errors import (
     translate,
     translating,
 )
+from microcosm_postgres.example import ExampleGraph
 from tests.conftest import make_graph
 
 PII = "jane.doe.private@example.com"
 
 
 @pytest.fixture
-def session(graph: Any) -> Iterator[Session]:
+def session(graph: ExampleGraph) -> Iterator[Session]:
     with SessionContext(graph) as context, transaction(commit=False) as session:
         session.execute(
             text(
@@ -45,7 +46,9 @@ def session(graph: Any) -> Iterator[Session]:
                 """
             )
         )
-        yield context.session
+        current = context.session
+        assert current is not None
+        yield current
 
 
 def fault(session: Session, sql: str, **params: Any) -> PersistenceError:
@@ -123,7 +126,7 @@ def test_nul_byte_is_invalid_input_on_both_drivers(session: Session) -> None:
     assert type(error) is InvalidInputError and error.status_code == 400
 
 
-def test_real_serialization_failure(graph: Any) -> None:
+def test_real_serialization_failure(graph: ExampleGraph) -> None:
     """Two serializable transactions that read and write the same row: the second loses."""
     with graph.postgres.begin() as connection:
         connection.execute(

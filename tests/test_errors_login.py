@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hamcrest import assert_that, contains_string, not_
+from hamcrest import assert_that, contains_string
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -77,7 +77,7 @@ def test_refused_login_is_typed_and_not_retried(
         assert_that(message, contains_string(part))
     for secret in {scram_server.password, config["password"]} - {""}:
         for text_shown in (message, repr(error), str(error.__cause__), caplog.text):
-            assert_that(text_shown, not_(contains_string(secret)))
+            assert secret not in text_shown
 
 
 def test_refused_login_reaches_a_session_typed(scram_server: ScramServer) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from microcosm_postgres.errors import TRANSLATIONS, PersistenceError, translating
+from microcosm_postgres.example import ExampleGraph
 from microcosm_postgres.factories.engine import username_for
 from microcosm_postgres.testing.database import PostgresServer
 from tests.conftest import make_graph
@@ -38,14 +39,14 @@ def scram_server() -> Iterator[ScramServer]:
 class Lab:
     """What a provoker may use: the example graph's engine, an admin engine, a scram server."""
 
-    graph: Any
+    graph: ExampleGraph
     admin: Engine
     scram: ScramServer
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def engine(self) -> Engine:
-        return self.graph.postgres  # type: ignore[no-any-return]
+        return self.graph.postgres
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -154,7 +155,7 @@ def _permission_denied(lab: Lab) -> None:
     role = _unique("errors_noprivilege")
     with lab.admin.begin() as admin:
         admin.execute(text(f"CREATE ROLE {role} NOLOGIN"))
-        admin.execute(text(f"GRANT {role} TO {username_for(lab.graph.metadata, lab.graph.config.postgres)}"))
+        admin.execute(text(f"GRANT {role} TO {username_for(lab.graph.metadata, lab.graph.config['postgres'])}"))
     lab.cleanups.append(lambda: _drop_role(lab.admin, role))
     with lab.connection() as connection:
         connection.execute(text(f"SET LOCAL ROLE {role}"))
@@ -269,7 +270,7 @@ PROVOKERS: dict[str, Callable[[Lab], None]] = {
 
 
 @pytest.fixture
-def lab(graph: Any, postgres_server: PostgresServer, scram_server: ScramServer) -> Iterator[Lab]:
+def lab(graph: ExampleGraph, postgres_server: PostgresServer, scram_server: ScramServer) -> Iterator[Lab]:
     admin = create_engine(postgres_server.admin_url)
     lab = Lab(graph=graph, admin=admin, scram=scram_server)
     try:

@@ -57,5 +57,5 @@ print(sorted(name for name in sys.modules if name.startswith("microcosm_postgres
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     names, toolkit = result.stdout.strip().splitlines()
-    assert names == str(["Company", "CompanyStore", "CompanyType", "Employee", "EmployeeStore"])
+    assert names == str(["Company", "CompanyStore", "CompanyType", "Employee", "EmployeeStore", "ExampleGraph"])
     assert toolkit == "[]"

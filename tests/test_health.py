@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from microcosm_postgres import migrate
 from microcosm_postgres.context import SessionContext
 from microcosm_postgres.errors import DatabaseUnavailableError, MigrationsBehindError
+from microcosm_postgres.example import ExampleGraph
+from microcosm_postgres.graph import Graph
 from microcosm_postgres.health import (
     check_alembic,
     check_health,
@@ -17,18 +19,20 @@ from microcosm_postgres.health import (
     migration_status,
 )
 from microcosm_postgres.operations import drop_all
-from tests.conftest import make_graph
+from tests.conftest import checked_out, make_graph
 from tests.test_migrate import DATABASES, models
 from tests.test_migrate import make_graph as make_migration_graph
 
 SENTINEL = "h3alth-Pa55word"
 
 
-def test_check_health_up(graph: Any) -> None:
+def test_check_health_up(graph: ExampleGraph) -> None:
     assert "is answering" in check_health(graph)  # no session open: a short-lived one
     with SessionContext(graph):
-        assert graph.postgres.url.database in check_health(graph)
-    assert graph.postgres.pool.checkedout() == 0
+        database = graph.postgres.url.database
+        assert database is not None
+        assert database in check_health(graph)
+    assert checked_out(graph.postgres) == 0
 
 
 def test_check_health_down_is_quick_typed_and_hides_the_password() -> None:
@@ -45,7 +49,7 @@ def test_check_health_down_is_quick_typed_and_hides_the_password() -> None:
 
 
 @pytest.fixture
-def migration_graph(tmp_path: Path, migration_databases: None) -> Any:
+def migration_graph(tmp_path: Path, migration_databases: None) -> Iterator[Graph]:
     directory = tmp_path / "migrations"
     directory.mkdir()
     graph = make_migration_graph(directory, DATABASES[0])
@@ -55,7 +59,7 @@ def migration_graph(tmp_path: Path, migration_databases: None) -> Any:
     graph.postgres.dispose()
 
 
-def test_migration_checks(migration_graph: Any) -> None:
+def test_migration_checks(migration_graph: Graph) -> None:
     graph = migration_graph
     assert check_migrations(graph) == "no migrations"
     migrate.main(graph, "--raiseerr", "revision", "--autogenerate", "-m", "v1", model_cls=models(1))

@@ -7,15 +7,16 @@ from sqlalchemy import inspect, text
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import translating
-from microcosm_postgres.example import Company
+from microcosm_postgres.example import Company, ExampleGraph
 from microcosm_postgres.operations import create_all, drop_all, new_session, recreate_all
+from tests.conftest import checked_out
 
 
-def tables(graph: Any) -> set[str]:
+def tables(graph: ExampleGraph) -> set[str]:
     return set(inspect(graph.postgres).get_table_names())
 
 
-def test_recreate_all_empties_and_returns_connections(graph: Any) -> None:
+def test_recreate_all_empties_and_returns_connections(graph: ExampleGraph) -> None:
     recreate_all(graph)
     with SessionContext(graph), transaction():
         graph.company_store.create(Company(name="Acme"))
@@ -27,30 +28,30 @@ def test_recreate_all_empties_and_returns_connections(graph: Any) -> None:
         statements.append(statement)
 
     recreate_all(graph)
-    assert graph.postgres.pool.checkedout() == 0
+    assert checked_out(graph.postgres) == 0
     assert len(statements) == 1 and statements[0].lstrip().startswith("DO")  # one statement empties all
     with graph.postgres.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM company")).scalar() == 0
 
 
-def test_recreate_all_rebuilds_tables_dropped_behind_its_back(graph: Any) -> None:
+def test_recreate_all_rebuilds_tables_dropped_behind_its_back(graph: ExampleGraph) -> None:
     recreate_all(graph)
     with graph.postgres.begin() as connection:
         connection.execute(text("DROP TABLE employee"))
     recreate_all(graph)
     assert {"company", "employee"} <= tables(graph)
-    assert graph.postgres.pool.checkedout() == 0
+    assert checked_out(graph.postgres) == 0
 
 
-def test_create_and_drop_all(graph: Any) -> None:
+def test_create_and_drop_all(graph: ExampleGraph) -> None:
     drop_all(graph)
     assert not {"company", "employee"} & tables(graph)
     create_all(graph)
     assert {"company", "employee"} <= tables(graph)
-    assert graph.postgres.pool.checkedout() == 0
+    assert checked_out(graph.postgres) == 0
 
 
-def test_new_session(graph: Any) -> None:
+def test_new_session(graph: ExampleGraph) -> None:
     session = new_session(graph)
     try:
         assert session.execute(text("SELECT current_database()")).scalar() == graph.postgres.url.database
@@ -59,7 +60,7 @@ def test_new_session(graph: Any) -> None:
         session.close()
 
 
-def test_reset_all_restarts_sequences_and_truncates_big_tables(graph: Any, context: Any) -> None:
+def test_reset_all_restarts_sequences_and_truncates_big_tables(graph: ExampleGraph, context: SessionContext) -> None:
     from microcosm_postgres.models import Model
     from microcosm_postgres.operations import reset_all
     from microcosm_postgres.store import Store
@@ -75,6 +76,7 @@ def test_reset_all_restarts_sequences_and_truncates_big_tables(graph: Any, conte
                 "SELECT gen_random_uuid(), 'c' || n, now(), now() FROM generate_series(1, 1500) n"
             )
         )
+    assert context.session is not None
     context.session.expunge_all()
     reset_all(graph.postgres, Model.metadata)
     with graph.postgres.connect() as connection:
@@ -84,7 +86,7 @@ def test_reset_all_restarts_sequences_and_truncates_big_tables(graph: Any, conte
         assert tickets.create(Ticket()).number == 1
 
 
-def test_reset_all_does_not_hang_on_a_locked_table(graph: Any) -> None:
+def test_reset_all_does_not_hang_on_a_locked_table(graph: ExampleGraph) -> None:
     from microcosm_postgres.errors import QueryTimeoutError
     from microcosm_postgres.models import Model
     from microcosm_postgres.operations import reset_all

@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table, create_engine, inspect, text
@@ -19,6 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import createall, migrate
 from microcosm_postgres.errors import MigrationsBehindError
+from microcosm_postgres.graph import Graph
 from microcosm_postgres.models import NAMING_CONVENTION
 from microcosm_postgres.operations import create_all, drop_all, get_current_head, stamp_head
 from microcosm_postgres.testing.database import PostgresServer
@@ -50,7 +50,7 @@ def _check_model() -> SimpleNamespace:
 
 
 @pytest.fixture
-def graph(directory: Path) -> Iterator[Any]:
+def graph(directory: Path) -> Iterator[Graph]:
     graph = make_graph(directory, DATABASES[0])
     for model in (models(2), _check_model()):
         drop_all(graph, model)
@@ -60,21 +60,25 @@ def graph(directory: Path) -> Iterator[Any]:
     graph.postgres.dispose()
 
 
-def test_create_all_creates_and_stamps_a_database_without_revision(graph: Any) -> None:
+def test_create_all_creates_and_stamps_a_database_without_revision(graph: Graph) -> None:
     migrate.main(graph, "--raiseerr", "revision", "--autogenerate", "-m", "all", model_cls=models(2))
     assert create_all(graph, models(2)) == ["mig_widget", "mig_gadget"]
     assert get_current_head(graph) == migrate.head_revision(graph) is not None
     assert create_all(graph, models(2)) == []
 
 
-def test_create_all_refuses_a_database_at_another_revision(graph: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_create_all_refuses_a_database_at_another_revision(graph: Graph, capsys: pytest.CaptureFixture[str]) -> None:
     migrate.main(graph, "--raiseerr", "revision", "--autogenerate", "-m", "v1", model_cls=models(1))
     migrate.upgrade(graph, model_cls=models(1))
     first = migrate.current_revision(graph)
     migrate.main(graph, "--raiseerr", "revision", "--autogenerate", "-m", "v2", model_cls=models(2))
     assert migrate.head_revision(graph) != first
 
-    for attempt in (lambda: create_all(graph, models(2)), lambda: createall.main(graph, [], model_cls=models(2))):
+    attempts: list[Callable[[], object]] = [
+        lambda: create_all(graph, models(2)),
+        lambda: createall.main(graph, [], model_cls=models(2)),
+    ]
+    for attempt in attempts:
         with pytest.raises(MigrationsBehindError, match="Run `migrate upgrade head`") as raised:
             attempt()
         assert str(first) in str(raised.value)
@@ -88,7 +92,7 @@ def test_create_all_refuses_a_database_at_another_revision(graph: Any, capsys: p
     assert "Nothing to create" in capsys.readouterr().out
 
 
-def test_stamp_head_compatibility_name(graph: Any) -> None:
+def test_stamp_head_compatibility_name(graph: Graph) -> None:
     migrate.main(graph, "--raiseerr", "revision", "--autogenerate", "-m", "all", model_cls=models(1))
     assert get_current_head(graph) is None
     stamp_head(graph, models(1))
@@ -98,7 +102,7 @@ def test_stamp_head_compatibility_name(graph: Any) -> None:
     assert config.get_main_option("version_locations") == migrate.get_migrations_dir(graph)
 
 
-def test_check_constraints_unnamed_work_and_named_keep_their_names(graph: Any) -> None:
+def test_check_constraints_unnamed_work_and_named_keep_their_names(graph: Graph) -> None:
     model = _check_model()  # 1.0.0: InvalidRequestError here, for the unnamed one
     create_all(graph, model)
     names = {constraint["name"] for constraint in inspect(graph.postgres).get_check_constraints("mig_ck")}
@@ -125,7 +129,7 @@ def downgrade():
 """
 
 
-def test_check_constraint_names_in_replayed_migrations_are_kept(graph: Any, directory: Path) -> None:
+def test_check_constraint_names_in_replayed_migrations_are_kept(graph: Graph, directory: Path) -> None:
     create = "\n".join(
         [
             '    op.create_table("mig_ck", sa.Column("id", sa.Integer, primary_key=True), sa.Column("kind", sa.Text))',
@@ -166,7 +170,7 @@ def _migrate(directory: Path, *arguments: str) -> subprocess.CompletedProcess[st
     )
 
 
-def test_migrate_command_prints_alembic_progress_and_one_line_failures(graph: Any, directory: Path) -> None:
+def test_migrate_command_prints_alembic_progress_and_one_line_failures(graph: Graph, directory: Path) -> None:
     migrate.main(graph, "--raiseerr", "revision", "--autogenerate", "-m", "v1", model_cls=models(1))
     head = migrate.head_revision(graph)
     upgraded = _migrate(directory, "upgrade", "head")
@@ -213,6 +217,7 @@ import acme_svc.models
 from microcosm.api import create_object_graph
 from microcosm_postgres import migrate
 from microcosm_postgres.health import check_migrations
+from microcosm_postgres.graph import Graph
 
 graph = create_object_graph(name="acme", testing=True)
 for check in (migrate.head_revision, check_migrations):

@@ -7,15 +7,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import createall
 from microcosm_postgres.context import SessionContext
 from microcosm_postgres.errors import UnsafeOperationError
+from microcosm_postgres.example import ExampleGraph
 from microcosm_postgres.models import Model
 from microcosm_postgres.operations import (
     create_all,
@@ -39,11 +40,11 @@ def not_on_a_throwaway_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(THROWAWAY_SERVERS_VARIABLE, raising=False)
 
 
-def _admin(server: PostgresServer) -> Any:
+def _admin(server: PostgresServer) -> Engine:
     return create_engine(server.admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
 
-def _company_names(graph: Any) -> list[str]:
+def _company_names(graph: ExampleGraph) -> list[str]:
     with graph.postgres.connect() as connection:
         if not inspect(connection).has_table("company"):
             return []
@@ -76,16 +77,16 @@ def real_database(example_databases: PostgresServer) -> Iterator[str]:
         admin.dispose()
 
 
-def _context_recreate_all(graph: Any) -> None:
+def _context_recreate_all(graph: ExampleGraph) -> None:
     with SessionContext(graph) as context:
         context.recreate_all()
 
 
-def _flag(graph: Any) -> bool:
-    return bool(graph.config.postgres.allow_destructive)
+def _flag(graph: ExampleGraph) -> bool:
+    return bool(graph.config["postgres"]["allow_destructive"])
 
 
-OPERATIONS: dict[str, Callable[[Any], Any]] = {
+OPERATIONS: dict[str, Callable[[ExampleGraph], object]] = {
     "drop_all": drop_all,
     "recreate_all": recreate_all,
     "reset_all": lambda graph: reset_all(graph.postgres, Model.metadata, allow_destructive=_flag(graph)),
@@ -209,7 +210,7 @@ def test_test_databases_are_known_by_name(database: str, service: str | None, al
 BADGE = "safety_foreign_badge"
 
 
-def _add_employee_with_badge(graph: Any) -> None:
+def _add_employee_with_badge(graph: ExampleGraph) -> None:
     with graph.postgres.begin() as connection:
         connection.execute(
             text(
@@ -232,13 +233,13 @@ def _add_employee_with_badge(graph: Any) -> None:
         connection.exec_driver_sql(f"INSERT INTO {BADGE} (employee_id) VALUES ('00000000-0000-0000-0000-000000000002')")
 
 
-def _badges(graph: Any) -> int:
+def _badges(graph: ExampleGraph) -> int:
     with graph.postgres.connect() as connection:
         return int(connection.exec_driver_sql(f"SELECT count(*) FROM {BADGE}").scalar() or 0)
 
 
 @pytest.mark.parametrize("operation", ["recreate_all (tables known)", "recreate_all (first time)", "drop_all"])
-def test_tables_referenced_by_foreign_tables_are_cleared(graph: Any, operation: str) -> None:
+def test_tables_referenced_by_foreign_tables_are_cleared(graph: ExampleGraph, operation: str) -> None:
     from microcosm_postgres import operations
 
     recreate_all(graph)

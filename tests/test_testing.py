@@ -9,11 +9,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -130,7 +129,7 @@ def throwaway_name() -> Iterator[str]:
     _drop(name)
 
 
-def _admin() -> Any:
+def _admin() -> Engine:
     return create_engine(admin_url_for(), poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
 
@@ -147,7 +146,7 @@ def _drop(name: str) -> None:
         engine.dispose()
 
 
-def _connect_as(role: str, database: str, password: str | None = None) -> Any:
+def _connect_as(role: str, database: str, password: str | None = None) -> Engine:
     url = make_graph().postgres.url.set(username=role, password=password, database=database)
     return create_engine(url, poolclass=NullPool)
 
@@ -170,7 +169,7 @@ def test_production_role_gets_a_password_and_read_only_role_only_reads(throwaway
     database = f"{throwaway_name}_db"
     admin = _admin()
     with admin.connect() as connection:
-        hashes = dict(
+        hashes: dict[str, str | None] = dict(
             connection.execute(
                 text("SELECT rolname, rolpassword FROM pg_authid WHERE rolname IN (:a, :b)"),
                 {"a": throwaway_name, "b": f"{throwaway_name}_ro"},
@@ -179,6 +178,7 @@ def test_production_role_gets_a_password_and_read_only_role_only_reads(throwaway
     admin.dispose()
     assert set(hashes) == {throwaway_name, f"{throwaway_name}_ro"}
     for role, value in hashes.items():
+        assert value is not None, role
         assert value.startswith("SCRAM-SHA-256$"), role
     owner = _connect_as(throwaway_name, database)
     with owner.begin() as connection:

@@ -14,7 +14,7 @@ and stores import nothing from `microcosm_postgres.testing`: only `__main__` doe
 from __future__ import annotations
 
 from microcosm_postgres.example.models import Company, CompanyType, Employee
-from microcosm_postgres.example.stores import CompanyStore, EmployeeStore
+from microcosm_postgres.example.stores import CompanyStore, EmployeeStore, ExampleGraph
 
 __all__ = [
     "Company",
@@ -22,4 +22,5 @@ __all__ = [
     "CompanyType",
     "Employee",
     "EmployeeStore",
+    "ExampleGraph",
 ]

@@ -9,13 +9,13 @@ the example role and database when they are missing.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import cast
 
 from microcosm.api import create_object_graph
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import DatabaseUnavailableError
-from microcosm_postgres.example import Company
+from microcosm_postgres.example import Company, ExampleGraph
 
 __all__ = [
     "main",
@@ -34,7 +34,7 @@ def main() -> int:
     try:
         with use_test_server("example") as server:
             print(f"Using PostgreSQL at {server.host}:{server.port} ({server.source})")
-            graph: Any = create_object_graph(name="example", testing=True)
+            graph = cast(ExampleGraph, create_object_graph(name="example", testing=True))
             url = graph.postgres.url
             try:
                 ensure_test_database("example", server)
@@ -54,8 +54,8 @@ def main() -> int:
         return 1
 
 
-def _usage(graph: Any) -> int:
-    [company_store] = graph.use("company_store")
+def _usage(graph: ExampleGraph) -> int:
+    company_store = graph.company_store
     with SessionContext(graph) as context:
         context.recreate_all()
         with transaction():

@@ -72,7 +72,7 @@ _DRIVER_ALIASES = {"postgresql": "postgresql+psycopg2"}
 _FRESH = "microcosm_postgres.fresh"
 
 
-@defaults(
+@defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
     # Server host name, address, or directory of a Unix socket.
     host=typed(str, default_value="localhost"),
     # Server port.

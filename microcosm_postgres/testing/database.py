@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 from sqlalchemy import text
@@ -28,6 +27,7 @@ from sqlalchemy.engine import URL
 
 from microcosm_postgres.errors import PersistenceError
 from microcosm_postgres.factories.engine import database_name_for, make_engine, username_for
+from microcosm_postgres.graph import GraphLike, as_graph
 from microcosm_postgres.provision import ADMIN_URL_VARIABLE, admin_url_for, provision
 from microcosm_postgres.testing.server import ServerNotAvailableError, TemporaryServer, is_listening
 
@@ -175,8 +175,9 @@ test_server = use_test_server
 test_server.__test__ = False  # type: ignore[attr-defined]
 
 
-def _can_connect(graph: Any) -> bool:
-    engine = make_engine(graph.metadata, {**graph.config.postgres, "engine_retries": 0, "connect_timeout": 3})
+def _can_connect(graph: GraphLike) -> bool:
+    graph = as_graph(graph)
+    engine = make_engine(graph.metadata, {**graph.config["postgres"], "engine_retries": 0, "connect_timeout": 3})
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))

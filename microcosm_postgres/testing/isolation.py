@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from microcosm_postgres.context import SessionContext
+from microcosm_postgres.graph import GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model
 from microcosm_postgres.operations import reset_all
 
@@ -29,8 +29,9 @@ __all__ = [
 
 
 @contextmanager
-def isolated(graph: Any) -> Iterator[SessionContext]:
+def isolated(graph: GraphLike) -> Iterator[SessionContext]:
     """Open a SessionContext whose every change is rolled back on exit."""
+    graph = as_graph(graph)
     connection = graph.postgres.connect()
     outer = connection.begin()
     session = graph.sessionmaker(bind=connection, join_transaction_mode="create_savepoint")
@@ -45,12 +46,15 @@ def isolated(graph: Any) -> Iterator[SessionContext]:
 
 
 @contextmanager
-def committed(graph: Any, model_cls: type[Any] = Model) -> Iterator[SessionContext]:
+def committed(graph: GraphLike, model_cls: HasMetadata = Model) -> Iterator[SessionContext]:
     """Open a plain SessionContext (changes really commit); empty all tables on exit."""
+    graph = as_graph(graph)
     try:
         with SessionContext(graph) as context:
             yield context
     finally:
         reset_all(
-            graph.postgres, model_cls.metadata, allow_destructive=bool(graph.config.postgres.get("allow_destructive"))
+            graph.postgres,
+            model_cls.metadata,
+            allow_destructive=bool(graph.config["postgres"].get("allow_destructive")),
         )

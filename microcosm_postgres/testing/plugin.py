@@ -47,13 +47,13 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from microcosm.api import create_object_graph
 
 from microcosm_postgres.errors import UnsafeOperationError
 from microcosm_postgres.factories.engine import database_name_for, username_for
+from microcosm_postgres.graph import Graph, as_graph
 from microcosm_postgres.operations import drop_all, recreate_all, require_test_graph
 from microcosm_postgres.provision import clone_database
 from microcosm_postgres.testing.database import (
@@ -160,7 +160,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"microcosm-postgres: {where}"]
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     server = config.stash.get(_USED_SERVER, None)
     if server is not None and server.directory is not None:
         terminalreporter.write_line(
@@ -195,7 +195,7 @@ def postgres_server(pytestconfig: pytest.Config, postgres_service_name: str) -> 
 @pytest.fixture(scope="session")
 def postgres_session_graph(
     postgres_server: PostgresServer, postgres_service_name: str, pytestconfig: pytest.Config
-) -> Iterator[Any]:
+) -> Iterator[Graph]:
     """The testing graph, with its role, database (per xdist worker) and fresh tables.
 
     Raises:
@@ -228,7 +228,7 @@ def postgres_session_graph(
                 owner = username_for(probe.metadata, probe.config.postgres)
                 clone_database(postgres_server.admin_url, database, worker_database, owner)
                 patch.setenv(f"{env_prefix(name)}__POSTGRES__DATABASE_NAME", worker_database)
-        graph: Any = create_object_graph(name=name, testing=True)
+        graph = as_graph(create_object_graph(name=name, testing=True))
         if has_migrations:
             drop_all(graph)
             upgrade(graph)  # the service's own migrations build the schema
@@ -241,7 +241,7 @@ def postgres_session_graph(
 
 
 @pytest.fixture
-def postgres_graph(postgres_session_graph: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+def postgres_graph(postgres_session_graph: Graph, request: pytest.FixtureRequest) -> Iterator[Graph]:
     """The testing graph with an isolated SessionContext open for this test."""
     graph = postgres_session_graph
     if request.node.get_closest_marker("postgres_commit"):

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class TemporaryServer:
     port: int
     source: str
     directory: Path
-    _stop: Any = None
+    _stop: Callable[[], None] | None = None
 
     @property
     def admin_url(self) -> URL:
