@@ -6,7 +6,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from microcosm.api import binding
-from sqlalchemy.orm import Query
+from sqlalchemy import Select
 
 from microcosm_postgres.example.models import Company, Employee
 from microcosm_postgres.graph import Graph, GraphLike
@@ -34,15 +34,16 @@ class EmployeeStore(Store[Employee]):
         return self.search(company_id=company_id, **kwargs)
 
     def _filter(
-        self, query: Query[Employee], company_id: Any = None, first: Any = None, **filters: Any
-    ) -> Query[Employee]:
+        self, query: Select[tuple[Employee]], company_id: Any = None, first: Any = None, **filters: Any
+    ) -> Select[tuple[Employee]]:
         if company_id is not None:
-            query = query.filter(Employee.company_id == company_id)
+            query = query.where(Employee.company_id == company_id)
         if first is not None:
-            query = query.filter(Employee.first == first)
-        return super()._filter(query, **filters)
+            query = query.where(Employee.first == first)
+        filtered: Select[tuple[Employee]] = super()._filter(query, **filters)
+        return filtered
 
-    def _order_by(self, query: Query[Employee], **filters: Any) -> Query[Employee]:
+    def _order_by(self, query: Select[tuple[Employee]], **filters: Any) -> Select[tuple[Employee]]:
         return query.order_by(Employee.last.asc())
 
 
