@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, time, timedelta
+from decimal import Decimal
+from enum import Enum, IntEnum
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import JSON, FetchedValue, Integer, Interval, String, event, func, select, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    FetchedValue,
+    Float,
+    Integer,
+    Interval,
+    Numeric,
+    String,
+    Time,
+    Uuid,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from microcosm_postgres.context import SessionContext, transaction
@@ -37,6 +56,29 @@ class TemporarySetting(PrimaryKeyMixin, Model):
     value: Mapped[Any] = mapped_column(JSON, nullable=True)
     duration: Mapped[timedelta | None] = mapped_column(Interval, nullable=True)
     position: Mapped[int] = mapped_column(Serial(), server_default=FetchedValue())
+
+
+class TemporaryKinds(Model):
+    """One column per type the COPY writer renders itself (binary goes by INSERT: the drivers wrap it)."""
+
+    __tablename__ = "test_temporary_kinds"
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
+    flag: Mapped[bool | None] = mapped_column(Boolean)
+    count: Mapped[int | None] = mapped_column(BigInteger)
+    ratio: Mapped[float | None] = mapped_column(Float)
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(12, 4))
+    day: Mapped[date | None] = mapped_column(Date)
+    at: Mapped[time | None] = mapped_column(Time)
+    label: Mapped[str | None] = mapped_column(String(64))
+
+
+class Size(IntEnum):
+    large = 3
+
+
+class Colour(str, Enum):
+    red = "r"
 
 
 def _count(table: Any) -> int:
@@ -140,6 +182,44 @@ def test_copy_keeps_awkward_strings_intact(context: SessionContext) -> None:
         stored = list(context.session.execute(select(companies.c.name)).scalars())
 
     assert sorted(stored, key=repr) == sorted(names, key=repr)
+
+
+def test_copy_renders_each_type_as_postgresql_reads_it(context: SessionContext) -> None:
+    rows = [
+        dict(
+            id=uuid4(),
+            flag=True,
+            count=2**40,
+            ratio=0.1,
+            amount=Decimal("-12.3456"),
+            day=date(2024, 2, 29),
+            at=time(23, 59, 58, 123456),
+            label="plain",
+        ),
+        dict(
+            id=uuid4(),
+            flag=False,
+            count=Size.large,
+            ratio=float("inf"),
+            amount=Decimal("0"),
+            day=None,
+            at=None,
+            label=Colour.red,
+        ),
+        dict(id=uuid4()),
+    ]
+
+    with transaction(), transient(TemporaryKinds) as kinds:
+        assert kinds.insert_many(rows) == 3
+        assert kinds.upsert_into_on_conflict_do_nothing(TemporaryKinds) == 3
+
+    stored = {row.id: row for row in context.session.execute(select(TemporaryKinds.__table__)).all()}
+    columns = [column.key for column in TemporaryKinds.__table__.columns]
+    for row in rows:
+        expected = tuple(row.get(key) for key in columns)
+        # Enum members arrive as their values.
+        expected = tuple(value.value if isinstance(value, Enum) else value for value in expected)
+        assert tuple(stored[row["id"]]) == expected
 
 
 def test_values_copy_cannot_carry_go_in_with_an_insert(context: SessionContext) -> None:

@@ -15,8 +15,9 @@ statement runs there, in that session's transaction.
 from __future__ import annotations
 
 import io
+import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, cast
@@ -132,7 +133,9 @@ class TemporaryTable:
         self.table = table
         self.source = source
         self._session: Session | None = None
-        self._attributes_by_class: dict[type, list[tuple[str, str, bool]]] = {}
+        self._attributes_by_class: dict[type, list[tuple[str, str]]] = {}
+        # column key -> a function giving the value of a row that lacks it (default or None)
+        self._defaults: dict[str, Callable[[], Any]] = {column.key: _default_for(column) for column in table.columns}
 
     def __repr__(self) -> str:
         return f"<TemporaryTable {self.name!r} like {self.source.name!r}>"
@@ -198,7 +201,8 @@ class TemporaryTable:
             PersistenceError: another database fault.
 
         """
-        rows = [self._row(item) for item in items]
+        keys = [column.key for column in self.table.columns]
+        rows = [self._row(item, keys) for item in items]
         if not rows:
             return 0
         session = self.session
@@ -207,7 +211,7 @@ class TemporaryTable:
             try:
                 data = self._copy_text(rows, connection.dialect)
             except _NotCopyable:
-                session.execute(insert(self.table), rows)
+                session.execute(insert(self.table), [dict(zip(keys, row, strict=True)) for row in rows])
                 return len(rows)
             self._copy(connection, data)
         return len(rows)  # COPY writes every row or fails
@@ -307,52 +311,48 @@ class TemporaryTable:
             result = self.session.execute(statement, execution_options={"preserve_rowcount": True})
             return int(cast("CursorResult[Any]", result).rowcount)
 
-    def _row(self, item: Any) -> dict[str, Any]:
-        row: dict[str, Any] = {}
+    def _row(self, item: Any, keys: list[str]) -> list[Any]:
+        """The item's values in column order; a value never given takes the column's default."""
+        defaults = self._defaults
         if isinstance(item, Mapping):
-            for column in self.table.columns:
-                if column.key in item:
-                    row[column.key] = item[column.key]
-                elif column.default is not None:
-                    row[column.key] = _default(column)
-        else:
-            state = inspect(item)
-            for key, attribute, defaulted in self._attributes(type(item)):
-                value = getattr(item, attribute)
-                if value is None and defaulted and attribute not in state.dict:
-                    value = _default(self.table.c[key])
-                row[key] = value
+            return [item[key] if key in item else defaults[key]() for key in keys]
+        loaded = item.__dict__  # values set or loaded; others are read through getattr below
+        row = []
+        for key, attribute in self._attributes(type(item)):
+            value = loaded.get(attribute, _ABSENT)
+            if value is _ABSENT:
+                value = getattr(item, attribute)  # loads an expired or deferred column
+                if value is None and attribute not in loaded:  # never set on a new instance
+                    value = defaults[key]()
+            row.append(value)
         return row
 
-    def _attributes(self, model_class: type) -> list[tuple[str, str, bool]]:
-        """(column key, attribute name, has a default) for each column, for instances of `model_class`."""
+    def _attributes(self, model_class: type) -> list[tuple[str, str]]:
+        """(column key, attribute name) for each column, for instances of `model_class`."""
         attributes = self._attributes_by_class.get(model_class)
         if attributes is None:
             mapper: Mapper[Any] = inspect(model_class)
             attributes = self._attributes_by_class[model_class] = [
-                (column.key, mapper.get_property_by_column(self.source.c[column.key]).key, column.default is not None)
+                (column.key, mapper.get_property_by_column(self.source.c[column.key]).key)
                 for column in self.table.columns
             ]
         return attributes
 
-    def _copy_text(self, rows: list[dict[str, Any]], dialect: Any) -> str:
+    def _copy_text(self, rows: list[list[Any]], dialect: Any) -> str:
         """The rows in COPY's text format, after each column type's bind processing.
 
         Raises:
             _NotCopyable: a value of a type this writer does not render.
 
         """
-        keys = [column.key for column in self.table.columns]
-        processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in self.table.columns]
-        lines = []
-        for row in rows:
-            fields = []
-            for key, process in zip(keys, processors, strict=True):
-                value = row.get(key)
-                if process is not None and value is not None:
-                    value = process(value)
-                fields.append(_copy_field(value))
-            lines.append("\t".join(fields))
+        columns = []
+        for index, column in enumerate(self.table.columns):
+            process = column.type.dialect_impl(dialect).bind_processor(dialect)
+            values = [row[index] for row in rows]
+            if process is not None:
+                values = [None if value is None else process(value) for value in values]
+            columns.append(_column_text(values))
+        lines = list(map("\t".join, zip(*columns, strict=True)))
         lines.append("")
         return "\n".join(lines)
 
@@ -399,30 +399,71 @@ def _shared(table: Table, other: FromClause, columns: Sequence[str] | None) -> l
     return [(mine[name], theirs[name]) for name in names]
 
 
-def _default(column: Column[Any]) -> Any:
+def _none() -> None:
+    return None
+
+
+def _default_for(column: Column[Any]) -> Callable[[], Any]:
+    """A function giving the column's Python-side default (scalar or callable), else None."""
     default = column.default
     if not isinstance(default, ColumnDefault):
-        return None
+        return _none
+    arg = default.arg
     if default.is_callable:
-        return default.arg(None)  # SQLAlchemy wraps callables to take an execution context
-    return default.arg
+        return lambda: arg(None)  # SQLAlchemy wraps callables to take an execution context
+    return lambda: arg
 
 
+_ABSENT = object()
+_SPECIAL = re.compile(r"[\\\t\n\r]").search
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
-def _copy_field(value: Any) -> str:
-    """One value in COPY's text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_ESCAPES)
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, (int, float, Decimal, UUID)):
-        return str(value)
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "\\\\x" + bytes(value).hex()
+def _text(value: str) -> str:
+    return value.translate(_ESCAPES) if _SPECIAL(value) else value
+
+
+def _isoformat(value: Any) -> str:
+    return str(value.isoformat())
+
+
+# type -> its COPY text form; exact types first (fast), subclasses through _format_subclass.
+_FORMATS: dict[type, Callable[[Any], str]] = {
+    str: _text,
+    int: int.__repr__,
+    float: float.__repr__,
+    bool: lambda value: "t" if value else "f",
+    Decimal: str,
+    UUID: lambda value: f"{value.int:032x}",  # PostgreSQL reads 32 hex digits; quicker than str()
+    datetime: _isoformat,
+    date: _isoformat,
+    time: _isoformat,
+}
+
+
+def _format_subclass(value: Any) -> str:
+    # By the base type's own methods: a str or int Enum member is written as its value.
+    for kind in (str, int, float, Decimal, UUID, datetime, date, time):
+        if isinstance(value, kind):
+            return _FORMATS[kind](value)
     raise _NotCopyable(type(value).__name__)
+
+
+def _column_text(values: list[Any]) -> list[str]:
+    """One column's values in COPY's text format.
+
+    Raises:
+        _NotCopyable: a value of a type this writer does not render.
+
+    """
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if kinds == {str} and not _SPECIAL("".join([value for value in values if value is not None])):
+        return [_NULL if value is None else value for value in values]  # nothing to escape
+    if len(kinds) == 1:  # the usual case: one type, one formatter, no per-value lookup
+        render = _FORMATS.get(kinds.pop(), _format_subclass)
+        return [_NULL if value is None else render(value) for value in values]
+    return [_NULL if value is None else _FORMATS.get(type(value), _format_subclass)(value) for value in values]
+
+
+_NULL = "\\N"
