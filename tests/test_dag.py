@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -232,3 +237,22 @@ def test_nodes_map_uses_the_alias_or_the_underscored_class_name() -> None:
 )
 def test_underscore(name: str, expected: str) -> None:
     assert underscore(name) == expected
+
+
+def _readme_section_snippets() -> list[str]:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Temporary tables, cloning and DAGs", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [(0, ["2", "1"]), (1, ["2", "Acme (copy) True"])],
+)
+def test_readme_section_snippets_run(example_databases: Any, index: int, expected: list[str]) -> None:
+    snippet = _readme_section_snippets()[index]
+    result = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:-1] == expected
