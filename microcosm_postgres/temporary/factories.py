@@ -192,7 +192,8 @@ class TemporaryTable:
         """Insert `items` (model instances or mappings of column key -> value); return how many.
 
         Values are read by column: model attributes (loaded when expired), or mapping keys
-        (missing keys take the column's Python-side default, else NULL). Rows go in with
+        (column keys; other keys are ignored). A value never given takes the column's
+        Python-side default (a callable is called without an execution context), else NULL. Rows go in with
         COPY on both drivers; values COPY's text form cannot carry (e.g. JSON) go in with
         one multi-row INSERT instead. An empty `items` sends nothing and returns 0.
 
