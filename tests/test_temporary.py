@@ -174,6 +174,17 @@ def test_insert_many_counts_rows_and_fills_defaults(context: SessionContext) -> 
     assert all(isinstance(row_id, UUID) for *_, row_id in rows)
 
 
+def test_insert_many_loads_expired_attributes(context: SessionContext) -> None:
+    with transaction():
+        acme = Company(name="Acme", type=CompanyType.public)
+        context.session.add(acme)
+    context.session.expire(acme, ["type"])
+
+    with transaction(), transient(Company) as companies:
+        assert companies.insert_many([acme]) == 1
+        assert context.session.execute(select(companies.c.id, companies.c.type)).one() == (acme.id, CompanyType.public)
+
+
 def test_copy_keeps_awkward_strings_intact(context: SessionContext) -> None:
     names = ["tab\there", "new\nline", "carriage\rreturn", "back\\slash", "\\N", "", "ünïcødé ✓", None]
 

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, cast
 from uuid import UUID
 
@@ -133,7 +134,8 @@ class TemporaryTable:
         self.table = table
         self.source = source
         self._session: Session | None = None
-        self._attributes_by_class: dict[type, list[tuple[str, str]]] = {}
+        self._attributes_by_class: dict[type, tuple[Callable[[Any], Sequence[Any]], list[tuple[str, str]]]] = {}
+        self._getter = _getter([column.key for column in table.columns])
         # column key -> a function giving the value of a row that lacks it (default or None)
         self._defaults: dict[str, Callable[[], Any]] = {column.key: _default_for(column) for column in table.columns}
 
@@ -312,14 +314,23 @@ class TemporaryTable:
             result = self.session.execute(statement, execution_options={"preserve_rowcount": True})
             return int(cast("CursorResult[Any]", result).rowcount)
 
-    def _row(self, item: Any, keys: list[str]) -> list[Any]:
+    def _row(self, item: Any, keys: list[str]) -> Sequence[Any]:
         """The item's values in column order; a value never given takes the column's default."""
-        defaults = self._defaults
         if isinstance(item, Mapping):
-            return [item[key] if key in item else defaults[key]() for key in keys]
+            try:
+                return self._getter(item)  # every key present: one C-level lookup
+            except KeyError:
+                defaults = self._defaults
+                return [item[key] if key in item else defaults[key]() for key in keys]
         loaded = item.__dict__  # values set or loaded; others are read through getattr below
+        attributes = self._attributes(type(item))
+        try:
+            return attributes[0](loaded)  # every attribute set or loaded
+        except KeyError:
+            pass
+        defaults = self._defaults
         row = []
-        for key, attribute in self._attributes(type(item)):
+        for key, attribute in attributes[1]:
             value = loaded.get(attribute, _ABSENT)
             if value is _ABSENT:
                 value = getattr(item, attribute)  # loads an expired or deferred column
@@ -328,18 +339,20 @@ class TemporaryTable:
             row.append(value)
         return row
 
-    def _attributes(self, model_class: type) -> list[tuple[str, str]]:
-        """(column key, attribute name) for each column, for instances of `model_class`."""
+    def _attributes(self, model_class: type) -> tuple[Callable[[Any], Sequence[Any]], list[tuple[str, str]]]:
+        """For instances of `model_class`: a getter of all column values from `__dict__`, and
+        (column key, attribute name) for each column."""
         attributes = self._attributes_by_class.get(model_class)
         if attributes is None:
             mapper: Mapper[Any] = inspect(model_class)
-            attributes = self._attributes_by_class[model_class] = [
+            pairs = [
                 (column.key, mapper.get_property_by_column(self.source.c[column.key]).key)
                 for column in self.table.columns
             ]
+            attributes = self._attributes_by_class[model_class] = (_getter([name for _, name in pairs]), pairs)
         return attributes
 
-    def _copy_text(self, rows: list[list[Any]], dialect: Any) -> str:
+    def _copy_text(self, rows: list[Sequence[Any]], dialect: Any) -> str:
         """The rows in COPY's text format, after each column type's bind processing.
 
         Raises:
@@ -347,9 +360,9 @@ class TemporaryTable:
 
         """
         columns = []
-        for index, column in enumerate(self.table.columns):
+        for column, column_values in zip(self.table.columns, zip(*rows, strict=True), strict=True):
             process = column.type.dialect_impl(dialect).bind_processor(dialect)
-            values = [row[index] for row in rows]
+            values: Sequence[Any] = column_values
             if process is not None:
                 values = [None if value is None else process(value) for value in values]
             columns.append(_column_text(values))
@@ -398,6 +411,14 @@ def _shared(table: Table, other: FromClause, columns: Sequence[str] | None) -> l
         if missing or not names:
             raise ValueError(f"Columns {missing or names} are not in both {table.name!r} and {other.description!r}.")
     return [(mine[name], theirs[name]) for name in names]
+
+
+def _getter(keys: list[str]) -> Callable[[Any], Sequence[Any]]:
+    """A function returning the values of `keys` of a mapping, as a tuple (KeyError if one is missing)."""
+    if len(keys) == 1:
+        single = itemgetter(keys[0])
+        return lambda mapping: (single(mapping),)
+    return itemgetter(*keys)
 
 
 def _none() -> None:
@@ -450,7 +471,7 @@ def _format_subclass(value: Any) -> str:
     raise _NotCopyable(type(value).__name__)
 
 
-def _column_text(values: list[Any]) -> list[str]:
+def _column_text(values: Sequence[Any]) -> list[str]:
     """One column's values in COPY's text format.
 
     Raises:
