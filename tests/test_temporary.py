@@ -141,6 +141,19 @@ def test_the_name_can_be_used_again_after_the_block(context: SessionContext) -> 
                 assert _count(companies) == 1
 
 
+def test_a_name_taken_on_the_connection_is_a_typed_error(context: SessionContext) -> None:
+    with transaction(), transient(Company) as companies:
+        with pytest.raises(InvalidNameError, match="name="):
+            with transaction(), transient(Company):
+                pass
+        # The nested block's savepoint rolled back: the outer table is still usable.
+        assert companies.insert_many([Company(name="a")]) == 1
+        with transient(Company, name="temporary_company_2") as second:
+            assert second.select_from(companies) == 1
+        with pytest.raises(RuntimeError, match="already created"):
+            companies.create()
+
+
 def test_two_sessions_have_tables_of_their_own(graph: Any, context: SessionContext) -> None:
     with transaction(), transient(Company) as outer:
         outer.insert_many([Company(name="a")])

@@ -27,12 +27,13 @@ from uuid import UUID
 from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, insert, inspect, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.schema import ColumnDefault, CreateTable, DropTable
 from sqlalchemy.sql import FromClause
 
 from microcosm_postgres.context import SessionContext
-from microcosm_postgres.errors import translating
+from microcosm_postgres.errors import InvalidNameError, sqlstate_of, translating
 from microcosm_postgres.naming import check_identifier
 from microcosm_postgres.types import Serial
 
@@ -41,6 +42,8 @@ __all__ = [
     "create_temporary_table",
     "create_transient_table",
 ]
+
+_DUPLICATE_TABLE = "42P07"
 
 # ON COMMIT actions PostgreSQL accepts (None: the default, keep the rows until the session ends).
 _ON_COMMIT = {None, "preserve_rows", "delete_rows", "drop"}
@@ -174,12 +177,27 @@ class TemporaryTable:
 
         Raises:
             SessionNotOpenError: no session given and no SessionContext open.
-            PersistenceError: the database refused (e.g. the name is already taken on this connection).
+            RuntimeError: this table was already created.
+            InvalidNameError: a table of this name already exists on the connection (e.g.
+                an enclosing `transient()` of the same model): pass another `name`.
+            PersistenceError: another database fault.
 
         """
+        if self._session is not None:
+            raise RuntimeError(f"Temporary table {self.name!r} was already created; make a new one.")
         session = session if session is not None else SessionContext.session
-        with translating():
-            session.execute(CreateTable(self.table))
+        try:
+            with translating():
+                session.execute(CreateTable(self.table))
+        except ProgrammingError as error:
+            if sqlstate_of(error) != _DUPLICATE_TABLE:
+                raise
+            raise InvalidNameError(
+                f"A table named {self.name!r} already exists on this connection (an enclosing "
+                "transient() of the same table?). Pass another name=.",
+                sqlstate=_DUPLICATE_TABLE,
+                table=self.name,
+            ) from error
         self._session = session
         return self
 
@@ -195,9 +213,10 @@ class TemporaryTable:
 
         Values are read by column: model attributes (loaded when expired), or mapping keys
         (column keys; other keys are ignored). A value never given takes the column's
-        Python-side default (a callable is called without an execution context), else NULL. Rows go in with
-        COPY on both drivers; values COPY's text form cannot carry (e.g. JSON) go in with
-        one multi-row INSERT instead. An empty `items` sends nothing and returns 0.
+        Python-side default (a callable is called without an execution context), else
+        NULL. Rows go in with COPY on both drivers; values COPY's text form cannot carry
+        (JSON on psycopg 3, binary, intervals) go in with one multi-row INSERT instead.
+        An empty `items` sends nothing and returns 0.
 
         Raises:
             InvalidInputError: the database refused a value.
