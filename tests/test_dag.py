@@ -22,6 +22,7 @@ from microcosm_postgres.example import Company, CompanyType, Employee
 from microcosm_postgres.models import EntityMixin, Model
 from microcosm_postgres.store import Store
 from microcosm_postgres.toposort import CycleError
+from tests.test_cloning import registered
 
 
 class DagBadge(EntityMixin, Model):
@@ -52,7 +53,7 @@ class BadgeStore(Store[DagBadge]):
 class CompanyCloner(DAGCloner):
     def __init__(self, graph: Any) -> None:
         super().__init__(graph)
-        self.badge_store = BadgeStore(graph)
+        self.badge_store = registered(BadgeStore(graph))
 
     def retrieve_root(self, company_id: UUID, **kwargs: Any) -> Company:
         return self.graph.company_store.retrieve(company_id)
