@@ -92,9 +92,11 @@ class Store(Generic[ModelT]):
     Subclasses customise queries through the underscore hooks: `_query`, `_filter`,
     `_auto_filter`, `_order_by`, `_paginate`, `_retrieve`, `_delete`.
 
-    Reads that no overridden hook can affect (retrieve by id; search and count with
-    auto filters only) run a statement built once per store, with bound parameters,
-    instead of building a Query per call; the result is the same.
+    The hooks take and return SQLAlchemy 2 `Select` statements; every read executes in
+    one place (`_rows`). When no hook is overridden, the statement they would build for
+    a read's shape (retrieve by id; search and count with auto filters) is built once
+    per store with bound parameters and reused: that reuse is where reads get their
+    speed. Writes take no savepoint (see the module docstring).
 
     """
 
