@@ -269,8 +269,8 @@ class Store(Generic[ModelT]):
         """INSERT `instances` and make them persistent in `session`.
 
         For a plain model (one table, Python-side defaults only, no version column) and
-        transient instances without relationship values, one ORM bulk INSERT of fully
-        spelled-out rows (the defaults applied here, so the instances hold what was
+        transient instances without relationship values, one Core INSERT of fully
+        spelled-out rows (batched by insertmanyvalues) (the defaults applied here, so the instances hold what was
         stored), then the instances join the session as loaded: no unit-of-work flush.
         Anything else goes through `session.add_all` and the flush.
 
@@ -285,12 +285,14 @@ class Store(Generic[ModelT]):
         rows = []
         for instance in instances:
             values = inspect(instance).dict
-            for key, default in self._insert_plan:
+            for key, _, default in self._insert_plan:
                 if values.get(key) is None:
-                    # Every column set: the instance holds what is stored, nothing is left expired.
-                    setattr(instance, key, default() if default is not None else None)
-            rows.append({key: values.get(key) for key, _ in self._insert_plan})
-        session.execute(insert(self.model_class), rows)
+                    # Every column set: the instance holds what is stored, nothing is left
+                    # expired. Written as the flush would apply a default: no attribute events.
+                    values[key] = default() if default is not None else None
+            rows.append({column: values[key] for key, column, _ in self._insert_plan})
+        mapper = inspect(self.model_class)
+        session.execute(insert(mapper.local_table), rows, bind_arguments={"mapper": mapper})
         for instance in instances:
             make_transient_to_detached(instance)
             session.add(instance)
@@ -930,13 +932,13 @@ def _enum_class_of(column_type: Any) -> type[enum.Enum] | None:
     return enum_class if isinstance(enum_class, type) and issubclass(enum_class, enum.Enum) else None
 
 
-def _insert_plan(mapper: Any) -> list[tuple[str, Callable[[], Any] | None]] | None:
-    """(attribute, default maker) for every column of a model `Store._insert` can write
-    with one bulk INSERT; None when it cannot (inheritance, a version column, a server
-    default or a SQL-expression / sequence / context-dependent default)."""
+def _insert_plan(mapper: Any) -> list[tuple[str, str, Callable[[], Any] | None]] | None:
+    """(attribute, column key, default maker) for every column of a model `Store._insert`
+    can write with one bulk INSERT; None when it cannot (inheritance, a version column, a
+    server default or a SQL-expression / sequence / context-dependent default)."""
     if mapper.inherits is not None or mapper.version_id_col is not None or len(mapper.tables) != 1:
         return None
-    plan: list[tuple[str, Callable[[], Any] | None]] = []
+    plan: list[tuple[str, str, Callable[[], Any] | None]] = []
     for attr in mapper.column_attrs:
         if len(attr.columns) != 1:
             return None
@@ -945,11 +947,11 @@ def _insert_plan(mapper: Any) -> list[tuple[str, Callable[[], Any] | None]] | No
             return None
         default = column.default
         if default is None:
-            plan.append((attr.key, None))
+            plan.append((attr.key, column.key, None))
         elif default.is_scalar:
-            plan.append((attr.key, partial(_same, default.arg)))
+            plan.append((attr.key, column.key, partial(_same, default.arg)))
         elif default.is_callable and not _takes_context(default):
-            plan.append((attr.key, partial(default.arg, None)))
+            plan.append((attr.key, column.key, partial(default.arg, None)))
         else:
             return None
     return plan
