@@ -661,6 +661,17 @@ class Store(Generic[ModelT]):
     def _filtered(self, base: Select[Any], keys: tuple[str, ...]) -> Select[Any]:
         return base.where(*(self.auto_filter_fields[key] == bindparam(f"filter_{key}") for key in keys))
 
+    def _counted(self, keys: tuple[str, ...]) -> Select[Any]:
+        """count(pk) filtered by the auto filters `keys`, on the table's own columns: a Core
+        statement, which runs without the ORM's per-execution setup (no entity to load)."""
+        table = inspect(self.model_class).local_table
+        columns = [_table_column(self.auto_filter_fields[key]) for key in keys]
+        return (
+            select(func.count(self._primary_key))
+            .select_from(table)
+            .where(*(column == bindparam(f"filter_{key}") for column, key in zip(columns, keys, strict=True)))
+        )
+
     def _retrieve(self, *criteria: Any) -> ModelT:
         """The one row `_query(*criteria)` selects (a 3.x hook; `retrieve` calls an override)."""
         rows = self._rows(_as_select(self._query(*criteria)).limit(1), None, action="retrieve", unique=True)
@@ -676,7 +687,7 @@ class Store(Generic[ModelT]):
             keys = tuple(sorted(plain))
             statement = self._statement(
                 ("count", keys),
-                lambda: self._filtered(select(func.count(self._primary_key)).select_from(self.model_class), keys),
+                lambda: self._counted(keys),
             )
             with self._translating("count"):
                 return int(self.session.execute(statement, {f"filter_{k}": plain[k] for k in keys}).scalar() or 0)
@@ -1043,6 +1054,12 @@ def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
         )
 
     return check
+
+
+def _table_column(attribute: Any) -> Any:
+    """The table column behind a mapped column attribute (the attribute itself otherwise)."""
+    columns = getattr(getattr(attribute, "property", None), "columns", None)
+    return columns[0] if columns and len(columns) == 1 else attribute
 
 
 def _as_select(statement: Any) -> Select[Any]:
