@@ -224,3 +224,14 @@ def test_a_statement_that_may_fail_goes_in_a_nested_block(graph: Any, context: S
     # Leaving the aborted block is not a commit: it says so, and nothing was written.
     assert "Company.search raised" in str(at_exit.value)
     assert store.count() == 0
+
+
+def test_a_block_whose_raw_statement_failed_is_not_reported_as_committed(graph: Any, context: SessionContext) -> None:
+    with pytest.raises(TransactionAbortedError, match="already aborted"), transaction() as session:
+        graph.company_store.create(Company(name="lost"))
+        with pytest.raises(sa_exc.DataError):
+            session.execute(text("SELECT 1/0"))  # caught here, not raised out of the block
+    assert graph.company_store.count() == 0
+    with transaction():
+        graph.company_store.create(Company(name="kept"))
+    assert graph.company_store.count() == 1
