@@ -221,7 +221,7 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
         with _translating_aborted(session):
             yield session
             if commit:
-                if session.info.get(_FIRST_FAILURE) is not None:
+                if session.info.get(_FIRST_FAILURE) is not None or (depth == 0 and _server_aborted(session)):
                     # PostgreSQL would turn this COMMIT into a ROLLBACK without an error.
                     raise aborted_error(session, None)
                 tx.commit()
@@ -236,6 +236,19 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
         session.info[_DEPTH] = depth
         if depth == 0:
             session.info.pop(_FIRST_FAILURE, None)
+
+
+# PQTRANS_INERROR: libpq's "idle in a failed transaction block", the same number in
+# psycopg2's `connection.info.transaction_status` and psycopg 3's `TransactionStatus`.
+_INERROR = 3
+
+
+def _server_aborted(session: Session) -> bool:
+    """Whether the server already aborted the session's transaction (a statement failed
+    and its error was caught, not raised out of the block): its COMMIT would be a ROLLBACK."""
+    dbapi_connection = session.connection().connection.dbapi_connection
+    status = getattr(getattr(dbapi_connection, "info", None), "transaction_status", None)
+    return status is not None and int(status) == _INERROR
 
 
 @contextmanager

@@ -114,7 +114,12 @@ class PostgresStoreMetrics:
             self._store_metrics.record(action, model_name, execution_result, elapsed_time)
 
 
-@defaults(
+def _with_defaults(**values: Any) -> Callable[[F], F]:
+    """microcosm's `defaults` (unannotated; it returns the function as it is), typed."""
+    return cast(Callable[[F], F], defaults(**values))
+
+
+@_with_defaults(
     # Record store timings when a metrics client is bound and not pointed at localhost.
     enabled=typed(bool, default_value=True),
 )

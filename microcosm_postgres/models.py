@@ -78,14 +78,16 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if not isinstance(value, datetime):
             raise ValueError(f"UTCDateTime expects a datetime, got {type(value).__name__}.")
-        if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value
+        moment: datetime = value
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        return moment
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc)
+        moment: datetime = value.replace(tzinfo=timezone.utc)
+        return moment
 
     @property
     def python_type(self) -> type[datetime]:

@@ -92,9 +92,11 @@ class Store(Generic[ModelT]):
     Subclasses customise queries through the underscore hooks: `_query`, `_filter`,
     `_auto_filter`, `_order_by`, `_paginate`, `_retrieve`, `_delete`.
 
-    Reads that no overridden hook can affect (retrieve by id; search and count with
-    auto filters only) run a statement built once per store, with bound parameters,
-    instead of building a Query per call; the result is the same.
+    The hooks take and return SQLAlchemy 2 `Select` statements; every read executes in
+    one place (`_rows`). When no hook is overridden, the statement they would build for
+    a read's shape (retrieve by id; search and count with auto filters) is built once
+    per store with bound parameters and reused: that reuse is where reads get their
+    speed. Writes take no savepoint (see the module docstring).
 
     """
 
@@ -267,8 +269,8 @@ class Store(Generic[ModelT]):
         """INSERT `instances` and make them persistent in `session`.
 
         For a plain model (one table, Python-side defaults only, no version column) and
-        transient instances without relationship values, one ORM bulk INSERT of fully
-        spelled-out rows (the defaults applied here, so the instances hold what was
+        transient instances without relationship values, one Core INSERT of fully
+        spelled-out rows (batched by insertmanyvalues) (the defaults applied here, so the instances hold what was
         stored), then the instances join the session as loaded: no unit-of-work flush.
         Anything else goes through `session.add_all` and the flush.
 
@@ -283,12 +285,14 @@ class Store(Generic[ModelT]):
         rows = []
         for instance in instances:
             values = inspect(instance).dict
-            for key, default in self._insert_plan:
+            for key, _, default in self._insert_plan:
                 if values.get(key) is None:
-                    # Every column set: the instance holds what is stored, nothing is left expired.
-                    setattr(instance, key, default() if default is not None else None)
-            rows.append({key: values.get(key) for key, _ in self._insert_plan})
-        session.execute(insert(self.model_class), rows)
+                    # Every column set: the instance holds what is stored, nothing is left
+                    # expired. Written as the flush would apply a default: no attribute events.
+                    values[key] = default() if default is not None else None
+            rows.append({column: values[key] for key, column, _ in self._insert_plan})
+        mapper = inspect(self.model_class)
+        session.execute(insert(mapper.local_table), rows, bind_arguments={"mapper": mapper})
         for instance in instances:
             make_transient_to_detached(instance)
             session.add(instance)
@@ -657,6 +661,17 @@ class Store(Generic[ModelT]):
     def _filtered(self, base: Select[Any], keys: tuple[str, ...]) -> Select[Any]:
         return base.where(*(self.auto_filter_fields[key] == bindparam(f"filter_{key}") for key in keys))
 
+    def _counted(self, keys: tuple[str, ...]) -> Select[Any]:
+        """count(pk) filtered by the auto filters `keys`, on the table's own columns: a Core
+        statement, which runs without the ORM's per-execution setup (no entity to load)."""
+        table = inspect(self.model_class).local_table
+        columns = [_table_column(self.auto_filter_fields[key]) for key in keys]
+        return (
+            select(func.count(self._primary_key))
+            .select_from(table)
+            .where(*(column == bindparam(f"filter_{key}") for column, key in zip(columns, keys, strict=True)))
+        )
+
     def _retrieve(self, *criteria: Any) -> ModelT:
         """The one row `_query(*criteria)` selects (a 3.x hook; `retrieve` calls an override)."""
         rows = self._rows(_as_select(self._query(*criteria)).limit(1), None, action="retrieve", unique=True)
@@ -672,7 +687,7 @@ class Store(Generic[ModelT]):
             keys = tuple(sorted(plain))
             statement = self._statement(
                 ("count", keys),
-                lambda: self._filtered(select(func.count(self._primary_key)).select_from(self.model_class), keys),
+                lambda: self._counted(keys),
             )
             with self._translating("count"):
                 return int(self.session.execute(statement, {f"filter_{k}": plain[k] for k in keys}).scalar() or 0)
@@ -928,13 +943,13 @@ def _enum_class_of(column_type: Any) -> type[enum.Enum] | None:
     return enum_class if isinstance(enum_class, type) and issubclass(enum_class, enum.Enum) else None
 
 
-def _insert_plan(mapper: Any) -> list[tuple[str, Callable[[], Any] | None]] | None:
-    """(attribute, default maker) for every column of a model `Store._insert` can write
-    with one bulk INSERT; None when it cannot (inheritance, a version column, a server
-    default or a SQL-expression / sequence / context-dependent default)."""
+def _insert_plan(mapper: Any) -> list[tuple[str, str, Callable[[], Any] | None]] | None:
+    """(attribute, column key, default maker) for every column of a model `Store._insert`
+    can write with one bulk INSERT; None when it cannot (inheritance, a version column, a
+    server default or a SQL-expression / sequence / context-dependent default)."""
     if mapper.inherits is not None or mapper.version_id_col is not None or len(mapper.tables) != 1:
         return None
-    plan: list[tuple[str, Callable[[], Any] | None]] = []
+    plan: list[tuple[str, str, Callable[[], Any] | None]] = []
     for attr in mapper.column_attrs:
         if len(attr.columns) != 1:
             return None
@@ -943,11 +958,11 @@ def _insert_plan(mapper: Any) -> list[tuple[str, Callable[[], Any] | None]] | No
             return None
         default = column.default
         if default is None:
-            plan.append((attr.key, None))
+            plan.append((attr.key, column.key, None))
         elif default.is_scalar:
-            plan.append((attr.key, partial(_same, default.arg)))
+            plan.append((attr.key, column.key, partial(_same, default.arg)))
         elif default.is_callable and not _takes_context(default):
-            plan.append((attr.key, partial(default.arg, None)))
+            plan.append((attr.key, column.key, partial(default.arg, None)))
         else:
             return None
     return plan
@@ -1039,6 +1054,12 @@ def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
         )
 
     return check
+
+
+def _table_column(attribute: Any) -> Any:
+    """The table column behind a mapped column attribute (the attribute itself otherwise)."""
+    columns = getattr(getattr(attribute, "property", None), "columns", None)
+    return columns[0] if columns and len(columns) == 1 else attribute
 
 
 def _as_select(statement: Any) -> Select[Any]:

@@ -54,7 +54,7 @@ class ShopKind(enum.Enum):
 class Shop(EntityMixin, LegacyBase):
     __tablename__ = "legacy_shop"
 
-    id = Column(UUIDType(), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUIDType(), primary_key=True)
     name = Column(String(64), unique=True, nullable=False)
     kind: Mapped[ShopKind | None] = mapped_column(nullable=True)
 
@@ -62,9 +62,9 @@ class Shop(EntityMixin, LegacyBase):
 class Clerk(EntityMixin, LegacyBase):
     __tablename__ = "legacy_clerk"
 
-    id = Column(UUIDType(), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUIDType(), primary_key=True)
     name = Column(String(64), nullable=False)
-    shop_id = Column(UUIDType(), ForeignKey("legacy_shop.id"), nullable=False)
+    shop_id: Mapped[uuid.UUID] = mapped_column(UUIDType(), ForeignKey("legacy_shop.id"), nullable=False)
 
 
 class Document(VersionedMixin, EntityMixin, LegacyBase):

@@ -51,7 +51,7 @@ def test_replace_without_an_id_creates_the_row(graph: Any, context: SessionConte
         smart = Company(name="Smart").replace()
     assert isinstance(created.id, UUID)
     assert isinstance(smart.id, UUID)
-    context.session.expunge_all()
+    SessionContext.session.expunge_all()
     assert sorted(company.name for company in store.search()) == ["Acme", "Smart"]
 
 
@@ -161,7 +161,8 @@ def test_utcnow_and_epoch() -> None:
 
 def test_session_context_surface(graph: Any) -> None:
     context = SessionContext(graph)
-    assert context.session is None
+    before = context.session
+    assert before is None
     assert context.open() is context
     assert SessionContext.session is context.session
     context.recreate_all()

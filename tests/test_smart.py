@@ -64,7 +64,8 @@ def test_each_graph_sees_its_own_store_and_the_attribute_works_outside_a_context
         assert Company.store is store
     with pytest.raises(LookupError, match="ambiguous outside a SessionContext: several graphs have one"):
         Company.store  # noqa: B018
-    for graph in (first, second):
+    graphs: list[Any] = [first, second]
+    for graph in graphs:
         graph.postgres.dispose()
 
 
@@ -75,7 +76,7 @@ def test_shortcuts_need_a_session(graph: Any) -> None:
 
 
 def test_the_registry_keeps_no_graph_alive() -> None:
-    graph = create_object_graph(name="example", testing=True)
+    graph: Any = create_object_graph(name="example", testing=True)
     graph.use("company_store")
     with SessionContext(graph):
         assert Company.store is graph.company_store

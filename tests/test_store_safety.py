@@ -3,7 +3,7 @@ unknown enum names, and sessions that recover after a refused statement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -138,7 +138,7 @@ def test_unknown_enum_type_name_is_invalid_input_naming_value_and_allowed_names(
         identifier = store.create(Company(name="Acme", type="public")).id
     with pytest.raises(InvalidInputError, match="allowed names: private, public"), transaction():
         store.update(identifier, Company(type="bogus"))
-    context.session.expunge_all()
+    SessionContext.session.expunge_all()
     assert store.retrieve(identifier).type is CompanyType.public
 
 
@@ -156,7 +156,7 @@ def test_mapped_enum_column_never_stores_an_unknown_name(
         assert connection.execute(text("SELECT count(*) FROM legacy_shop")).scalar() == 0
     with transaction():
         legacy.create(Shop(name="c", kind="bakery"))
-    context.session.expunge_all()
+    SessionContext.session.expunge_all()
     assert [shop.kind for shop in legacy.search()] == [ShopKind.bakery]
     assert legacy.count(kind="bakery") == 1
     with pytest.raises(InvalidInputError, match="'florist' is not a ShopKind name"):
@@ -171,11 +171,12 @@ def test_refused_read_outside_a_block_leaves_the_session_usable(
     graph: Any, context: SessionContext, method: str
 ) -> None:
     store = graph.company_store
-    call = {
+    calls: dict[str, Callable[[], object]] = {
         "search": lambda: store.search(REFUSED),
         "count": lambda: store.count(REFUSED),
         "retrieve": lambda: store.retrieve(uuid4(), REFUSED),
-    }[method]
+    }
+    call = calls[method]
     with pytest.raises(InvalidInputError):
         call()
     assert store.count() == 0
@@ -205,7 +206,7 @@ def test_a_raw_statement_after_a_refused_one_names_the_first_failure_too(graph: 
     with pytest.raises(TransactionAbortedError, match="Company.search raised InvalidInputError"), transaction():
         with pytest.raises(InvalidInputError):
             graph.company_store.search(REFUSED)
-        context.session.execute(text("SELECT 1"))
+        SessionContext.session.execute(text("SELECT 1"))
 
 
 def test_a_statement_that_may_fail_goes_in_a_nested_block(graph: Any, context: SessionContext) -> None:
@@ -224,3 +225,14 @@ def test_a_statement_that_may_fail_goes_in_a_nested_block(graph: Any, context: S
     # Leaving the aborted block is not a commit: it says so, and nothing was written.
     assert "Company.search raised" in str(at_exit.value)
     assert store.count() == 0
+
+
+def test_a_block_whose_raw_statement_failed_is_not_reported_as_committed(graph: Any, context: SessionContext) -> None:
+    with pytest.raises(TransactionAbortedError, match="already aborted"), transaction() as session:
+        graph.company_store.create(Company(name="lost"))
+        with pytest.raises(sa_exc.DataError):
+            session.execute(text("SELECT 1/0"))  # caught here, not raised out of the block
+    assert graph.company_store.count() == 0
+    with transaction():
+        graph.company_store.create(Company(name="kept"))
+    assert graph.company_store.count() == 1
