@@ -20,10 +20,18 @@ from functools import wraps
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from sqlalchemy.exc import ResourceClosedError
+from sqlalchemy.exc import DBAPIError, ResourceClosedError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from microcosm_postgres.errors import SessionNotOpenError, translating
+from microcosm_postgres.errors import (
+    CONNECTION_FAILURE,
+    DatabaseUnavailableError,
+    PersistenceError,
+    SessionNotOpenError,
+    make_error,
+    translate,
+    translating,
+)
 
 __all__ = [
     "SessionContext",
@@ -231,8 +239,12 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
     try:
         with translating():
             yield session
-            if commit:
+            if commit and depth == 0:
+                session.flush()
+            elif commit:
                 tx.commit()
+        if commit and depth == 0:
+            _commit(tx)
     except BaseException:
         rollback_quietly(tx)
         raise
@@ -241,6 +253,29 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
             rollback_quietly(tx)
     finally:
         session.info[_DEPTH] = depth
+
+
+def _commit(tx: SessionTransaction) -> None:
+    """Commit the outermost transaction; a connection lost now leaves the outcome unknown.
+
+    Raises:
+        CommitOutcomeUnknownError: the connection was lost while COMMIT was in flight.
+        PersistenceError: another database fault, translated.
+
+    """
+    try:
+        tx.commit()
+    except PersistenceError:
+        raise  # raised by our own hooks, which know (the engine's, before COMMIT is sent)
+    except Exception as error:
+        typed = translate(error)
+        if typed is None:
+            raise
+        in_flight = isinstance(error, DBAPIError) and error.statement is None  # not a flush: COMMIT itself
+        if in_flight and isinstance(typed, DatabaseUnavailableError) and typed.retryable:
+            logger.warning("connection lost during COMMIT: the transaction may or may not have committed")
+            raise make_error("commit outcome unknown", sqlstate=CONNECTION_FAILURE) from error
+        raise typed from error
 
 
 def in_transaction_block(session: Session) -> bool:
