@@ -125,6 +125,8 @@ class FaultProxy:
                 break
             if not data:
                 break
+            while self._mode == "freeze" and not link.closed.is_set() and not self._stopped.is_set():
+                link.closed.wait(_TICK)  # read just as the freeze began: it waits too
             if self._mode == "drop":
                 continue
             if upstream and self._drop_commit_reply and _COMMIT in data:
