@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import wraps
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from sqlalchemy.exc import DBAPIError, ResourceClosedError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from microcosm_postgres.errors import (
     CONNECTION_FAILURE,
+    CommitOutcomeUnknownError,
     DatabaseUnavailableError,
     PersistenceError,
     SessionNotOpenError,
@@ -37,6 +40,7 @@ __all__ = [
     "SessionContext",
     "in_transaction_block",
     "maybe_transactional",
+    "rerun_after_unknown_commit",
     "rollback_quietly",
     "transaction",
     "transactional",
@@ -283,15 +287,90 @@ def in_transaction_block(session: Session) -> bool:
     return bool(session.info.get(_DEPTH, 0))
 
 
-def transactional(func: F) -> F:
-    """Run the decorated function inside `transaction()`."""
+@overload
+def transactional(func: F, /) -> F: ...
 
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with transaction():
-            return func(*args, **kwargs)
 
-    return cast(F, wrapper)
+@overload
+def transactional(*, retries: int = 0, idempotent: bool = False, backoff: float = 0.05) -> Callable[[F], F]: ...
+
+
+def transactional(
+    func: F | None = None, /, *, retries: int = 0, idempotent: bool = False, backoff: float = 0.05
+) -> F | Callable[[F], F]:
+    """Run the decorated function inside `transaction()`, re-running it on retryable errors.
+
+    `@transactional` runs it once. `@transactional(retries=3)` runs the whole function
+    again, in a new transaction, after an error whose `retryable` is True (a serialization
+    failure or deadlock, a connection lost before COMMIT was sent, no pooled connection
+    free), up to `retries` more times, sleeping a random time up to `backoff * 2**attempt`
+    seconds (at most 2 s) between attempts. The function must be safe to run again: no side
+    effects outside the database, and fresh reads each time.
+
+    Called inside another `transaction()` block, it runs once as a nested block: only the
+    outermost block can be run again (the enclosing transaction is lost with the error).
+
+    Args:
+        retries: how many times to run it again; 0 runs it once.
+        idempotent: also run it again after `CommitOutcomeUnknownError`, when running it
+            twice writes what running it once does. `Store.create` of an instance whose id was
+            set before the first attempt is idempotent: on a re-run after an unknown outcome,
+            a row with that id and the same values counts as created (see `Store.create`).
+        backoff: seconds of the first back-off; each next one may be twice as long.
+
+    Raises:
+        PersistenceError: the last attempt's error, or the first one that is not retryable.
+
+    """
+    if retries < 0 or backoff < 0:
+        raise ValueError(f"transactional needs retries >= 0 and backoff >= 0 (got {retries}, {backoff}).")
+
+    def decorate(function: F) -> F:
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return _run_retrying(
+                lambda: function(*args, **kwargs), retries=retries, idempotent=idempotent, backoff=backoff
+            )
+
+        return cast(F, wrapper)
+
+    return decorate if func is None else decorate(func)
+
+
+# Set in Session.info while a block is run again after CommitOutcomeUnknownError.
+_RERUN_AFTER_UNKNOWN_COMMIT = "microcosm_postgres.rerun_after_unknown_commit"
+_BACKOFF_CAP = 2.0
+
+
+def rerun_after_unknown_commit(session: Session) -> bool:
+    """Whether `session` is running a block again after `CommitOutcomeUnknownError` (so the
+    block's first run may have committed), within `transactional(idempotent=True)`."""
+    return bool(session.info.get(_RERUN_AFTER_UNKNOWN_COMMIT, False))
+
+
+def _run_retrying(block: Callable[[], Any], *, retries: int, idempotent: bool, backoff: float) -> Any:
+    session = SessionContext.session
+    if retries == 0 or in_transaction_block(session):
+        with transaction(session=session):
+            return block()
+    rerun_before = session.info.get(_RERUN_AFTER_UNKNOWN_COMMIT, False)
+    try:
+        for attempt in range(retries + 1):
+            try:
+                with transaction(session=session):
+                    return block()
+            except PersistenceError as error:
+                unknown = isinstance(error, CommitOutcomeUnknownError)
+                if attempt == retries or not (error.retryable or (unknown and idempotent)):
+                    raise
+                if unknown:
+                    session.info[_RERUN_AFTER_UNKNOWN_COMMIT] = True
+                delay = random.uniform(0, min(_BACKOFF_CAP, backoff * 2**attempt))
+                logger.info("transaction failed (%s); running it again in %.3f s", type(error).__name__, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+    finally:
+        session.info[_RERUN_AFTER_UNKNOWN_COMMIT] = rerun_before
 
 
 def maybe_transactional(func: F) -> F:

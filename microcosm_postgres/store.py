@@ -25,10 +25,16 @@ from uuid import UUID
 from sqlalchemy import Select, Uuid, bindparam, func, inspect, select
 from sqlalchemy.orm import InstrumentedAttribute, Query, Session
 
-from microcosm_postgres.context import SessionContext, in_transaction_block, rollback_quietly
+from microcosm_postgres.context import (
+    SessionContext,
+    in_transaction_block,
+    rerun_after_unknown_commit,
+    rollback_quietly,
+)
 from microcosm_postgres.diff import Delta, Version
 from microcosm_postgres.errors import (
     DatabaseUnavailableError,
+    DuplicateModelError,
     InvalidInputError,
     ModelNotFoundError,
     translating,
@@ -48,6 +54,15 @@ _stores: weakref.WeakKeyDictionary[Any, dict[type, Store[Any]]] = weakref.WeakKe
 
 # Attributes `update` never copies from the new instance.
 _NEVER_MERGED = frozenset({"id", "created_at"})
+
+# Columns the library fills in at insert: a re-run's values differ from the first run's.
+_SET_BY_LIBRARY = frozenset({"created_at", "updated_at"})
+
+
+def _column_values(instance: Any) -> dict[str, Any]:
+    """The column attributes set on `instance` (loaded or assigned), by attribute key."""
+    state = inspect(instance)
+    return {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict}
 
 
 def store_for(model_class: type[ModelT]) -> Store[ModelT]:
@@ -164,17 +179,44 @@ class Store(Generic[ModelT]):
     def create(self, instance: ModelT) -> ModelT:
         """Insert `instance` (assigning an `id` when it has none) and return it.
 
+        Safe to run again after an unknown commit outcome: inside
+        `transactional(idempotent=True)`, when the block runs again after
+        `CommitOutcomeUnknownError` and `instance` had its id before this call (set by the
+        caller, or by the first run on the same instance), a stored row with that id and the
+        same column values (the timestamps aside) means the first run committed: that row is
+        returned, rather than `DuplicateModelError`.
+
         Raises:
             DuplicateModelError: a unique constraint refused it.
             MissingDependencyError: it references a row that does not exist.
             ModelIntegrityError, InvalidInputError: other refused values.
 
         """
-        with self.flushing() as session:
-            if getattr(instance, "id", None) is None and self._id_is_uuid:
-                instance.id = self.new_object_id()  # type: ignore[attr-defined]
-            session.add(instance)
+        # A re-run after an unknown commit outcome (transactional(idempotent=True)) of a create
+        # whose id was set beforehand: the first run may have inserted this very row.
+        rerun = getattr(instance, "id", None) is not None and rerun_after_unknown_commit(self.session)
+        given = _column_values(instance) if rerun else None
+        try:
+            with self.flushing() as session:
+                if getattr(instance, "id", None) is None and self._id_is_uuid:
+                    instance.id = self.new_object_id()  # type: ignore[attr-defined]
+                session.add(instance)
+        except DuplicateModelError:
+            existing = self._created_before(instance, given) if given is not None else None
+            if existing is None:
+                raise
+            return existing
         return instance
+
+    def _created_before(self, instance: ModelT, given: dict[str, Any]) -> ModelT | None:
+        """The stored row with `instance`'s id when it holds the values `given` (bar the
+        timestamps the library sets), else None."""
+        with self._translating():
+            stored = self.session.get(self.model_class, getattr(instance, "id"))  # noqa: B009
+        if stored is None:
+            return None
+        same = all(getattr(stored, key) == value for key, value in given.items() if key not in _SET_BY_LIBRARY)
+        return stored if same else None
 
     @postgres_metric_timing()
     def update(self, identifier: Any, new_instance: ModelT) -> ModelT:
