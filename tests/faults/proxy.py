@@ -70,7 +70,7 @@ class FaultProxy:
 
     def reset_all(self) -> None:
         with self._lock:
-            links, self._links = self._links, []
+            links = list(self._links)  # each leaves the list when its pumps have ended
         for link in links:
             self._reset(link)
 
