@@ -7,7 +7,8 @@ Every connection is relayed by two pump threads. Faults:
   looks alive but never answers). `thaw()` relays again;
 - `partition()`: read and discard everything, both ways (bytes are dropped, sockets
   stay open: what a dropped-packet partition looks like to an application whose kernel
-  still gets ACKs from the proxy's). `thaw()` ends it; connections it ate stay broken;
+  still gets ACKs from the proxy's). `thaw()` ends it and resets the connections that
+  lost bytes;
 - `drop_next_commit_reply()`: relay the next `COMMIT` to the server, then drop the
   server's reply and reset that connection: the server committed, the client cannot know.
 
@@ -37,6 +38,7 @@ class _Link:
     server: socket.socket
     closed: threading.Event = field(default_factory=threading.Event)
     commit_sent: bool = False
+    dropped: bool = False
     pumps_running: int = 2
 
 
@@ -66,7 +68,13 @@ class FaultProxy:
         self._mode = "drop"
 
     def thaw(self) -> None:
+        """Relay again; connections that lost bytes to a partition are reset (their streams
+        have holes: TCP would have given up on them)."""
         self._mode = "relay"
+        with self._lock:
+            damaged = [link for link in self._links if link.dropped]
+        for link in damaged:
+            self._reset(link)
 
     def reset_all(self) -> None:
         with self._lock:
@@ -128,6 +136,7 @@ class FaultProxy:
             while self._mode == "freeze" and not link.closed.is_set() and not self._stopped.is_set():
                 link.closed.wait(_TICK)  # read just as the freeze began: it waits too
             if self._mode == "drop":
+                link.dropped = True
                 continue
             if upstream and self._drop_commit_reply and _COMMIT in data:
                 self._drop_commit_reply = False
