@@ -34,7 +34,6 @@ from microcosm_postgres.context import (
 from microcosm_postgres.diff import Delta, Version
 from microcosm_postgres.errors import (
     DatabaseUnavailableError,
-    DuplicateModelError,
     InvalidInputError,
     ModelNotFoundError,
     translating,
@@ -194,29 +193,30 @@ class Store(Generic[ModelT]):
         """
         # A re-run after an unknown commit outcome (transactional(idempotent=True)) of a create
         # whose id was set beforehand: the first run may have inserted this very row.
-        rerun = getattr(instance, "id", None) is not None and rerun_after_unknown_commit(self.session)
-        given = _column_values(instance) if rerun else None
-        try:
-            with self.flushing() as session:
-                if getattr(instance, "id", None) is None and self._id_is_uuid:
-                    instance.id = self.new_object_id()  # type: ignore[attr-defined]
-                session.add(instance)
-        except DuplicateModelError:
-            existing = self._created_before(instance, given) if given is not None else None
-            if existing is None:
-                raise
-            return existing
+        if getattr(instance, "id", None) is not None and rerun_after_unknown_commit(self.session):
+            stored = self._created_before(instance)
+            if stored is not None:
+                return stored
+        with self.flushing() as session:
+            if getattr(instance, "id", None) is None and self._id_is_uuid:
+                instance.id = self.new_object_id()  # type: ignore[attr-defined]
+            session.add(instance)
         return instance
 
-    def _created_before(self, instance: ModelT, given: dict[str, Any]) -> ModelT | None:
-        """The stored row with `instance`'s id when it holds the values `given` (bar the
-        timestamps the library sets), else None."""
+    def _created_before(self, instance: ModelT) -> ModelT | None:
+        """The stored row with `instance`'s id when it holds `instance`'s values (bar the
+        timestamps the library sets), else None (the insert then goes ahead, and a row with
+        this id but other values is a `DuplicateModelError`, as always)."""
+        given = _column_values(instance)
+        session = self.session
         with self._translating():
-            stored = self.session.get(self.model_class, getattr(instance, "id"))  # noqa: B009
-        if stored is None:
-            return None
-        same = all(getattr(stored, key) == value for key, value in given.items() if key not in _SET_BY_LIBRARY)
-        return stored if same else None
+            stored = session.get(self.model_class, given["id"])
+        if stored is None or stored is instance:
+            return stored
+        if all(getattr(stored, key) == value for key, value in given.items() if key not in _SET_BY_LIBRARY):
+            return stored
+        session.expunge(stored)  # so that the insert meets the database's refusal, not the session's
+        return None
 
     @postgres_metric_timing()
     def update(self, identifier: Any, new_instance: ModelT) -> ModelT:

@@ -53,7 +53,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._links: list[_Link] = []
         self._mode = "relay"
-        self._drop_commit_reply = False
+        self._drop_commit_replies = 0
         self.commit_replies_dropped = 0
         self._stopped = threading.Event()
         self._threads = [threading.Thread(target=self._accept, name="fault-proxy-accept", daemon=True)]
@@ -82,8 +82,9 @@ class FaultProxy:
         for link in links:
             self._reset(link)
 
-    def drop_next_commit_reply(self) -> None:
-        self._drop_commit_reply = True
+    def drop_next_commit_reply(self, times: int = 1) -> None:
+        """Drop the server's replies to the next `times` COMMITs (one per connection at a time)."""
+        self._drop_commit_replies = times
 
     @property
     def connections(self) -> int:
@@ -138,8 +139,8 @@ class FaultProxy:
             if self._mode == "drop":
                 link.dropped = True
                 continue
-            if upstream and self._drop_commit_reply and _COMMIT in data:
-                self._drop_commit_reply = False
+            if upstream and self._drop_commit_replies and _COMMIT in data:
+                self._drop_commit_replies -= 1
                 link.commit_sent = True
             elif not upstream and link.commit_sent:
                 # The server answered COMMIT (it committed): the client never hears it.

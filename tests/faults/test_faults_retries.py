@@ -132,6 +132,25 @@ def test_an_idempotent_create_after_an_unknown_outcome_counts_as_done(
     assert company_names(admin) == ["exactly once"]
 
 
+def test_an_idempotent_create_survives_several_unknown_outcomes(
+    proxied_graph: Callable[..., Any], proxy: FaultProxy, admin: Any
+) -> None:
+    graph = proxied_graph()
+    company_id = new_object_id()
+    attempts: list[int] = []
+
+    @transactional(retries=3, idempotent=True, backoff=0)
+    def create() -> Company:
+        attempts.append(1)
+        return graph.company_store.create(Company(id=company_id, name="thrice"))
+
+    proxy.drop_next_commit_reply(times=2)
+    with SessionContext(graph):
+        create()
+    assert len(attempts) == 3
+    assert company_names(admin) == ["thrice"]
+
+
 def test_an_idempotent_rerun_still_refuses_a_different_row(
     proxied_graph: Callable[..., Any], proxy: FaultProxy, admin: Any
 ) -> None:
