@@ -230,6 +230,9 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
 
     Raises:
         SessionNotOpenError: when no session is open.
+        CommitOutcomeUnknownError: the connection was lost while the outermost block's COMMIT
+            was in flight (it may have committed; see `transactional(idempotent=True)`).
+        DatabaseUnavailableError: the connection was lost before COMMIT was sent (rolled back).
 
     """
     session = session if session is not None else SessionContext.session
