@@ -26,7 +26,6 @@ transaction's earlier statements died with the old one, so the caller gets
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import os
 import select
@@ -408,45 +407,62 @@ class _Watchdog:
     `CommitOutcomeUnknownError`). A deadline acts only if it is still the connection's
     latest and the connection is still waiting for a reply.
 
+    Each armed connection has one due time (`_due`, replaced by every `arm`, dropped by
+    `disarm`) and at most one entry in the heap (`_queued`): a statement costs two dict
+    updates, and the heap never holds more entries than there are connections.
+
     """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
-        self._deadlines: list[tuple[float, int, Any]] = []
-        self._latest: dict[int, int] = {}
-        self._tokens = itertools.count()
+        self._heap: list[tuple[float, int]] = []
+        self._queued: dict[int, float] = {}
+        self._due: dict[int, tuple[float, Any]] = {}
         self._thread: threading.Thread | None = None
 
     def arm(self, dbapi_connection: Any, seconds: float) -> None:
-        token = next(self._tokens)
+        key = id(dbapi_connection)
         deadline = time.monotonic() + seconds
         with self._condition:
-            self._latest[id(dbapi_connection)] = token
-            heapq.heappush(self._deadlines, (deadline, token, dbapi_connection))
+            self._due[key] = (deadline, dbapi_connection)
+            queued = self._queued.get(key)
+            if queued is not None and queued <= deadline:
+                return  # its heap entry comes first, and finds this later due time then
+            self._queued[key] = deadline
+            heapq.heappush(self._heap, (deadline, key))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="microcosm-postgres-deadlines", daemon=True)
                 self._thread.start()
-            if self._deadlines[0][1] == token:
+            if self._heap[0] == (deadline, key):
                 self._condition.notify()
 
     def disarm(self, dbapi_connection: Any) -> None:
         with self._condition:
-            self._latest.pop(id(dbapi_connection), None)
+            self._due.pop(id(dbapi_connection), None)
 
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._deadlines:
+                while not self._heap:
                     self._condition.wait()
-                deadline, token, dbapi_connection = self._deadlines[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    self._condition.wait(wait)
+                deadline, key = self._heap[0]
+                now = time.monotonic()
+                if deadline > now:
+                    self._condition.wait(deadline - now)
                     continue
-                heapq.heappop(self._deadlines)
-                if self._latest.get(id(dbapi_connection)) != token:
+                heapq.heappop(self._heap)
+                if self._queued.get(key) == deadline:
+                    del self._queued[key]
+                due = self._due.get(key)
+                if due is None:
                     continue
-                del self._latest[id(dbapi_connection)]
+                if due[0] > now:
+                    if key not in self._queued:
+                        self._queued[key] = due[0]
+                        heapq.heappush(self._heap, (due[0], key))
+                    continue
+                del self._due[key]
+            dbapi_connection = due[1]
             if _waiting_for_reply(dbapi_connection):
                 logger.warning("No reply from the database server in time: dropping the connection")
                 _shut_down(dbapi_connection)
