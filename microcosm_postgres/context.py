@@ -12,18 +12,29 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.exc import ResourceClosedError
+from sqlalchemy.exc import DBAPIError, ResourceClosedError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from microcosm_postgres import _sessions
-from microcosm_postgres.errors import TransactionAbortedError, translating
+from microcosm_postgres.errors import (
+    CONNECTION_FAILURE,
+    CommitOutcomeUnknownError,
+    DatabaseUnavailableError,
+    PersistenceError,
+    TransactionAbortedError,
+    make_error,
+    translate,
+    translating,
+)
 
 __all__ = [
     "SessionContext",
@@ -31,6 +42,7 @@ __all__ = [
     "in_transaction_block",
     "note_failure",
     "maybe_transactional",
+    "rerun_after_unknown_commit",
     "rollback_quietly",
     "transaction",
     "transactional",
@@ -209,6 +221,9 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
         SessionNotOpenError: when no session is open.
         TransactionAbortedError: a statement, or the end of the block, came after a
             statement of the block failed.
+        CommitOutcomeUnknownError: the connection was lost while the outermost block's COMMIT
+            was in flight (it may have committed; see `transactional(idempotent=True)`).
+        DatabaseUnavailableError: the connection was lost before COMMIT was sent (rolled back).
 
     """
     session = session if session is not None else SessionContext.session
@@ -224,7 +239,12 @@ def transaction(commit: bool = True, *, session: Session | None = None) -> Itera
                 if session.info.get(_FIRST_FAILURE) is not None or (depth == 0 and _server_aborted(session)):
                     # PostgreSQL would turn this COMMIT into a ROLLBACK without an error.
                     raise aborted_error(session, None)
-                tx.commit()
+                if depth == 0:
+                    session.flush()  # COMMIT itself is sent by _commit, below
+                else:
+                    tx.commit()
+        if commit and depth == 0:
+            _commit(tx)
     except BaseException:
         rollback_quietly(tx)
         session.info.pop(_FIRST_FAILURE, None)
@@ -266,6 +286,29 @@ def _translating_aborted(session: Session) -> Iterator[None]:
         raise aborted_error(session, error) from error.__cause__
     except sa_exc.PendingRollbackError as error:
         raise aborted_error(session, None) from error
+
+
+def _commit(tx: SessionTransaction) -> None:
+    """Commit the outermost transaction; a connection lost now leaves the outcome unknown.
+
+    Raises:
+        CommitOutcomeUnknownError: the connection was lost while COMMIT was in flight.
+        PersistenceError: another database fault, translated.
+
+    """
+    try:
+        tx.commit()
+    except PersistenceError:
+        raise  # raised by our own hooks, which know (the engine's, before COMMIT is sent)
+    except Exception as error:
+        typed = translate(error)
+        if typed is None:
+            raise
+        in_flight = isinstance(error, DBAPIError) and error.statement is None  # not a flush: COMMIT itself
+        if in_flight and isinstance(typed, DatabaseUnavailableError) and typed.retryable:
+            logger.warning("connection lost during COMMIT: the transaction may or may not have committed")
+            raise make_error("commit outcome unknown", sqlstate=CONNECTION_FAILURE) from error
+        raise typed from error
 
 
 def in_transaction_block(session: Session) -> bool:
@@ -311,15 +354,90 @@ def aborted_error(session: Session, error: TransactionAbortedError | None) -> Tr
     return named
 
 
-def transactional(func: F) -> F:
-    """Run the decorated function inside `transaction()`."""
+@overload
+def transactional(func: F, /) -> F: ...
 
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with transaction():
-            return func(*args, **kwargs)
 
-    return cast(F, wrapper)
+@overload
+def transactional(*, retries: int = 0, idempotent: bool = False, backoff: float = 0.05) -> Callable[[F], F]: ...
+
+
+def transactional(
+    func: F | None = None, /, *, retries: int = 0, idempotent: bool = False, backoff: float = 0.05
+) -> F | Callable[[F], F]:
+    """Run the decorated function inside `transaction()`, re-running it on retryable errors.
+
+    `@transactional` runs it once. `@transactional(retries=3)` runs the whole function
+    again, in a new transaction, after an error whose `retryable` is True (a serialization
+    failure or deadlock, a connection lost before COMMIT was sent, no pooled connection
+    free), up to `retries` more times, sleeping a random time up to `backoff * 2**attempt`
+    seconds (at most 2 s) between attempts. The function must be safe to run again: no side
+    effects outside the database, and fresh reads each time.
+
+    Called inside another `transaction()` block, it runs once as a nested block: only the
+    outermost block can be run again (the enclosing transaction is lost with the error).
+
+    Args:
+        retries: how many times to run it again; 0 runs it once.
+        idempotent: also run it again after `CommitOutcomeUnknownError`, when running it
+            twice writes what running it once does. `Store.create` of an instance whose id was
+            set before the first attempt is idempotent: on a re-run after an unknown outcome,
+            a row with that id and the same values counts as created (see `Store.create`).
+        backoff: seconds of the first back-off; each next one may be twice as long.
+
+    Raises:
+        PersistenceError: the last attempt's error, or the first one that is not retryable.
+
+    """
+    if retries < 0 or backoff < 0:
+        raise ValueError(f"transactional needs retries >= 0 and backoff >= 0 (got {retries}, {backoff}).")
+
+    def decorate(function: F) -> F:
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return _run_retrying(
+                lambda: function(*args, **kwargs), retries=retries, idempotent=idempotent, backoff=backoff
+            )
+
+        return cast(F, wrapper)
+
+    return decorate if func is None else decorate(func)
+
+
+# Set in Session.info while a block is run again after CommitOutcomeUnknownError.
+_RERUN_AFTER_UNKNOWN_COMMIT = "microcosm_postgres.rerun_after_unknown_commit"
+_BACKOFF_CAP = 2.0
+
+
+def rerun_after_unknown_commit(session: Session) -> bool:
+    """Whether `session` is running a block again after `CommitOutcomeUnknownError` (so the
+    block's first run may have committed), within `transactional(idempotent=True)`."""
+    return bool(session.info.get(_RERUN_AFTER_UNKNOWN_COMMIT, False))
+
+
+def _run_retrying(block: Callable[[], Any], *, retries: int, idempotent: bool, backoff: float) -> Any:
+    session = SessionContext.session
+    if retries == 0 or in_transaction_block(session):
+        with transaction(session=session):
+            return block()
+    rerun_before = session.info.get(_RERUN_AFTER_UNKNOWN_COMMIT, False)
+    try:
+        for attempt in range(retries + 1):
+            try:
+                with transaction(session=session):
+                    return block()
+            except PersistenceError as error:
+                unknown = isinstance(error, CommitOutcomeUnknownError)
+                if attempt == retries or not (error.retryable or (unknown and idempotent)):
+                    raise
+                if unknown:
+                    session.info[_RERUN_AFTER_UNKNOWN_COMMIT] = True
+                delay = random.uniform(0, min(_BACKOFF_CAP, backoff * 2**attempt))
+                logger.info("transaction failed (%s); running it again in %.3f s", type(error).__name__, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+    finally:
+        session.info[_RERUN_AFTER_UNKNOWN_COMMIT] = rerun_before
 
 
 def maybe_transactional(func: F) -> F:

@@ -31,8 +31,10 @@ from types import MappingProxyType
 from sqlalchemy import exc as sa_exc
 
 __all__ = [
+    "CONNECTION_FAILURE",
     "TRANSLATIONS",
     "AuthenticationFailedError",
+    "CommitOutcomeUnknownError",
     "DatabaseUnavailableError",
     "DuplicateModelError",
     "InvalidInputError",
@@ -184,6 +186,20 @@ class DatabaseUnavailableError(PersistenceError):
     status_code = 503
     retryable = True
     default_message = "The database is unavailable."
+
+
+class CommitOutcomeUnknownError(PersistenceError):
+    """The connection was lost while COMMIT was in flight: it may or may not have committed (503).
+
+    Not retryable by default, and deliberately not a `DatabaseUnavailableError`: running
+    the transaction again may write it twice. Find out whether it committed (read back a
+    row it wrote, by a client-generated id), or re-run only a block that is idempotent
+    (see `transactional(retries=..., idempotent=True)`).
+
+    """
+
+    status_code = 503
+    default_message = "The connection was lost during COMMIT: the transaction may or may not have committed."
 
 
 class AuthenticationFailedError(DatabaseUnavailableError):
@@ -378,6 +394,12 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
             DatabaseUnavailableError,
             "The connection to the database was lost" + _UNAVAILABLE,
         ),
+        "commit outcome unknown": Translation(
+            CommitOutcomeUnknownError,
+            "The connection to the database was lost while COMMIT was in flight: "
+            "the transaction may or may not have committed. Do not simply run it again: read back "
+            "what it wrote (by a client-generated id) to find out, or retry it only if it is idempotent.",
+        ),
         "connection failed": Translation(
             DatabaseUnavailableError,
             "The database is unreachable (the driver reported no SQLSTATE)" + _UNAVAILABLE,
@@ -400,6 +422,12 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
 )
 
 _UNKNOWN = "?"
+
+# connection_failure: the SQLSTATE a lost connection carries on both drivers. psycopg 3
+# reports the server's last word (57P01 after pg_terminate_backend), psycopg2 none at all;
+# the server's code, when there was one, stays on the chained exception.
+CONNECTION_FAILURE = "08006"
+_LOST = frozenset({"connection lost", "commit outcome unknown"})
 
 
 def sqlstate_of(error: BaseException) -> str | None:
@@ -572,7 +600,7 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
         of=f" for {model_name}" if model_name else "",
         where=where,
         column=f", column {column!r}" if column else "",
-        sqlstate=sqlstate_of(orig) if orig is not None else None,
+        sqlstate=CONNECTION_FAILURE if fault in _LOST else sqlstate_of(orig) if orig is not None else None,
         constraint=constraint,
         table=table,
         **(_connection_target(orig) if orig is not None else {}),

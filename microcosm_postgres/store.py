@@ -49,6 +49,7 @@ from microcosm_postgres.context import (
     aborted_error,
     in_transaction_block,
     note_failure,
+    rerun_after_unknown_commit,
 )
 from microcosm_postgres.diff import Delta, Version
 from microcosm_postgres.errors import (
@@ -75,6 +76,15 @@ ModelT = TypeVar("ModelT")
 
 # Attributes `update` never copies from the new instance.
 _NEVER_MERGED = frozenset({"id", "created_at"})
+
+# Columns the library fills in at insert: a re-run's values differ from the first run's.
+_SET_BY_LIBRARY = frozenset({"created_at", "updated_at"})
+
+
+def _column_values(instance: Any) -> dict[str, Any]:
+    """The column attributes set on `instance` (loaded or assigned), by attribute key."""
+    state = inspect(instance)
+    return {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs if attr.key in state.dict}
 
 
 @dataclass(frozen=True)
@@ -252,6 +262,13 @@ class Store(Generic[ModelT]):
         When `id` is None and the id column holds UUIDs (`Uuid`, or any type whose
         `python_type` is `uuid.UUID`), `new_object_id()` assigns one.
 
+        Safe to run again after an unknown commit outcome: inside
+        `transactional(idempotent=True)`, when the block runs again after
+        `CommitOutcomeUnknownError` and `instance` had its id before this call (set by the
+        caller, or by the first run on the same instance), a stored row with that id and the
+        same column values (the timestamps aside) means the first run committed: that row is
+        returned, rather than `DuplicateModelError`.
+
         Raises:
             DuplicateModelError: a unique constraint refused it.
             MissingDependencyError: it references a row that does not exist.
@@ -260,6 +277,12 @@ class Store(Generic[ModelT]):
             ModelIntegrityError: other refused values.
 
         """
+        # A re-run after an unknown commit outcome (transactional(idempotent=True)) of a create
+        # whose id was set beforehand: the first run may have inserted this very row.
+        if getattr(instance, "id", None) is not None and rerun_after_unknown_commit(self.session):
+            stored = self._created_before(instance)
+            if stored is not None:
+                return stored
         self._check_enums(instance)
         with self.flushing("create") as session:
             self._insert(session, [instance])
@@ -300,6 +323,21 @@ class Store(Generic[ModelT]):
     def _plain_instance(self, instance: Any) -> bool:
         state = inspect(instance)
         return state.transient and not any(key in state.dict for key in self._relationship_keys)
+
+    def _created_before(self, instance: ModelT) -> ModelT | None:
+        """The stored row with `instance`'s id when it holds `instance`'s values (bar the
+        timestamps the library sets), else None (the insert then goes ahead, and a row with
+        this id but other values is a `DuplicateModelError`, as always)."""
+        given = _column_values(instance)
+        session = self.session
+        with self._translating():
+            stored = session.get(self.model_class, given["id"])
+        if stored is None or stored is instance:
+            return stored
+        if all(getattr(stored, key) == value for key, value in given.items() if key not in _SET_BY_LIBRARY):
+            return stored
+        session.expunge(stored)  # so that the insert meets the database's refusal, not the session's
+        return None
 
     @postgres_metric_timing()
     def update(self, identifier: Any, new_instance: ModelT) -> ModelT:

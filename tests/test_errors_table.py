@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import TRANSLATIONS, PersistenceError, translating
 from microcosm_postgres.example import ExampleGraph
 from microcosm_postgres.factories.engine import username_for
@@ -189,6 +190,43 @@ def _connection_lost(lab: Lab) -> None:
         victim.execute(text("SELECT 1"))
 
 
+def _commit_outcome_unknown(lab: Lab) -> None:
+    """The backend is terminated while COMMIT runs (a deferred trigger makes it slow)."""
+    with SessionContext(lab.graph), transaction() as session:
+        session.execute(
+            text(
+                """
+                CREATE TEMP TABLE slow_commit (id int);
+                CREATE FUNCTION pg_temp.slow_commit() RETURNS trigger LANGUAGE plpgsql
+                    AS $$ BEGIN PERFORM pg_sleep(10); RETURN NULL; END $$;
+                CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON slow_commit
+                    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pg_temp.slow_commit();
+                INSERT INTO slow_commit VALUES (1);
+                """
+            )
+        )
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        killer = threading.Thread(target=_terminate_during_commit, args=(lab.admin, pid))
+        killer.start()
+        lab.cleanups.append(lambda: killer.join(timeout=15))
+
+
+def _terminate_during_commit(admin: Engine, pid: int) -> None:
+    with admin.connect() as connection:
+        for _ in range(1000):  # at most ~10 s: the trigger sleeps that long
+            committing = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid AND state = 'active' AND query = 'COMMIT'"
+                ),
+                {"pid": pid},
+            ).scalar()
+            connection.commit()
+            if committing:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                return
+            threading.Event().wait(0.01)
+
+
 def _connection_failed(lab: Lab) -> None:
     graph = make_graph(port=lab.scram.closed_port, engine_retries=0)
     try:
@@ -263,6 +301,7 @@ PROVOKERS: dict[str, Callable[[Lab], None]] = {
     "53300": _raised("53300"),
     "connection lost": _connection_lost,
     "connection failed": _connection_failed,
+    "commit outcome unknown": _commit_outcome_unknown,
     "checkout rejected": _checkout_rejected,
     "pool timeout": _pool_timeout,
     "driver refused value": _sql("INSERT INTO parent VALUES (5, :value)", value="a\x00b"),

@@ -25,8 +25,12 @@ transaction's earlier statements died with the old one, so the caller gets
 
 from __future__ import annotations
 
+import heapq
 import logging
+import os
 import select
+import socket
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,7 +46,7 @@ from sqlalchemy.exc import DisconnectionError, StatementError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from microcosm_postgres import naming
-from microcosm_postgres.errors import connect_error, make_error
+from microcosm_postgres.errors import CONNECTION_FAILURE, connect_error, make_error
 from microcosm_postgres.naming import check_identifier
 
 if TYPE_CHECKING:
@@ -59,6 +63,8 @@ __all__ = [
     "make_engine",
     "make_url",
     "postgres_section",
+    "response_bound",
+    "server_closed",
     "username_for",
 ]
 
@@ -70,6 +76,9 @@ _DRIVER_ALIASES = {"postgresql": "postgresql+psycopg2"}
 # Marks, in a pool record's `info` (cleared when the connection is replaced), a connection
 # opened for the checkout in progress.
 _FRESH = "microcosm_postgres.fresh"
+
+# libpq's PQTRANS_ACTIVE: a command was sent and its reply is not complete (both drivers).
+_PQTRANS_ACTIVE = 1
 
 
 @defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
@@ -110,6 +119,18 @@ _FRESH = "microcosm_postgres.fresh"
     connect_timeout=typed(int, default_value=5),
     # Milliseconds after which the server cancels a statement (QueryTimeoutError); None no limit.
     statement_timeout=typed(int, default_value=None),
+    # Seconds a statement or COMMIT may wait for the server's reply before the client drops the
+    # connection (DatabaseUnavailableError); None: statement_timeout + 2 s when that is set, else no bound.
+    response_timeout=typed(float, default_value=None),
+    # Seconds a connection may sit idle before TCP keepalive probes start (libpq keepalives_idle).
+    keepalives_idle=typed(int, default_value=10),
+    # Seconds between unanswered keepalive probes (libpq keepalives_interval).
+    keepalives_interval=typed(int, default_value=5),
+    # Unanswered keepalive probes after which the kernel drops the connection (libpq keepalives_count).
+    keepalives_count=typed(int, default_value=3),
+    # Milliseconds sent data may stay unacknowledged before the kernel drops the connection
+    # (libpq tcp_user_timeout, Linux); 0 the system default.
+    tcp_user_timeout=typed(int, default_value=20000),
     # Name shown in pg_stat_activity; None means the service name.
     application_name=typed(str, default_value=None),
     # Extra attempts when opening a connection fails (server restarting, refused).
@@ -219,6 +240,12 @@ def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, 
     args: dict[str, str | int] = {
         "connect_timeout": settings["connect_timeout"],
         "application_name": settings["application_name"] or metadata.name,
+        # A peer that vanishes (host down, link cut) is noticed by the kernel, not never.
+        "keepalives": 1,
+        "keepalives_idle": settings["keepalives_idle"],
+        "keepalives_interval": settings["keepalives_interval"],
+        "keepalives_count": settings["keepalives_count"],
+        "tcp_user_timeout": settings["tcp_user_timeout"],
     }
     if settings["verify_ssl"]:
         if not settings["ssl_cert_path"]:
@@ -312,7 +339,176 @@ def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
     event.listen(engine, "connect", _mark_fresh)
     event.listen(engine, "checkout", _discard_if_server_closed)
     event.listen(engine, "handle_error", _wrap_driver_value_errors)
+    event.listen(engine, "commit", _refuse_commit_if_server_closed)
+    bound = response_bound(settings)
+    if bound is not None:
+        _bound_responses(engine, bound)
     return engine
+
+
+def response_bound(config: Mapping[str, Any]) -> float | None:
+    """Seconds a statement may wait for its reply before the client gives the connection up.
+
+    `response_timeout` when set (0 or less: no bound); else `statement_timeout` + 2 s when
+    that is set (the server cancels a slow statement itself by then: silence after that
+    means the link or the server is frozen); else None, no bound (TCP keepalives and
+    `tcp_user_timeout` still notice a peer the network lost).
+
+    """
+    settings = _settings(config)
+    if settings["response_timeout"] is not None:
+        seconds = float(settings["response_timeout"])
+        return seconds if seconds > 0 else None
+    if settings["statement_timeout"] is not None and int(settings["statement_timeout"]) > 0:
+        return int(settings["statement_timeout"]) / 1000 + 2
+    return None
+
+
+def _bound_responses(engine: Engine, seconds: float) -> None:
+    """Arm the watchdog when a statement, COMMIT or ROLLBACK is sent; disarm on its reply."""
+
+    def arm(connection: Any, *args: Any) -> None:
+        dbapi_connection = _dbapi_connection_of(connection)
+        if dbapi_connection is not None:
+            _WATCHDOG.arm(dbapi_connection, seconds)
+
+    def disarm(connection: Any, *args: Any) -> None:
+        dbapi_connection = _dbapi_connection_of(connection)
+        if dbapi_connection is not None:
+            _WATCHDOG.disarm(dbapi_connection)
+
+    def disarm_on_error(context: ExceptionContext) -> None:
+        if context.connection is not None:
+            disarm(context.connection)
+
+    event.listen(engine, "before_cursor_execute", arm)
+    event.listen(engine, "after_cursor_execute", disarm)
+    event.listen(engine, "handle_error", disarm_on_error)
+    # No event follows COMMIT / ROLLBACK: their deadline stays armed, and the watchdog only
+    # acts on a connection that is still waiting for a reply (libpq's PQTRANS_ACTIVE).
+    event.listen(engine, "commit", arm)
+    event.listen(engine, "rollback", arm)
+
+
+def _dbapi_connection_of(connection: Any) -> Any:
+    """The driver connection of a SQLAlchemy `Connection`, or None when it has none (closed,
+    invalidated): never reconnects, as `Connection.connection` would."""
+    if connection.closed or connection.invalidated:
+        return None
+    return connection.connection.dbapi_connection
+
+
+class _Watchdog:
+    """One thread for the process: cuts the socket of a connection whose reply is overdue.
+
+    Shutting the socket down makes the driver call that waits on it return at once with
+    "server closed the connection", on both drivers; SQLAlchemy then invalidates the
+    connection and the caller gets `DatabaseUnavailableError` (or, during COMMIT,
+    `CommitOutcomeUnknownError`). A deadline acts only if it is still the connection's
+    latest and the connection is still waiting for a reply.
+
+    Each armed connection has one due time (`_due`, replaced by every `arm`, dropped by
+    `disarm`) and at most one entry in the heap (`_queued`): a statement costs two dict
+    updates, and the heap never holds more entries than there are connections.
+
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._queued: dict[int, float] = {}
+        self._due: dict[int, tuple[float, Any]] = {}
+        self._thread: threading.Thread | None = None
+
+    def arm(self, dbapi_connection: Any, seconds: float) -> None:
+        key = id(dbapi_connection)
+        deadline = time.monotonic() + seconds
+        with self._condition:
+            self._due[key] = (deadline, dbapi_connection)
+            queued = self._queued.get(key)
+            if queued is not None and queued <= deadline:
+                return  # its heap entry comes first, and finds this later due time then
+            self._queued[key] = deadline
+            heapq.heappush(self._heap, (deadline, key))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="microcosm-postgres-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0] == (deadline, key):
+                self._condition.notify()
+
+    def disarm(self, dbapi_connection: Any) -> None:
+        with self._condition:
+            self._due.pop(id(dbapi_connection), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._heap:
+                    self._condition.wait()
+                deadline, key = self._heap[0]
+                now = time.monotonic()
+                if deadline > now:
+                    self._condition.wait(deadline - now)
+                    continue
+                heapq.heappop(self._heap)
+                if self._queued.get(key) == deadline:
+                    del self._queued[key]
+                due = self._due.get(key)
+                if due is None:
+                    continue
+                if due[0] > now:
+                    if key not in self._queued:
+                        self._queued[key] = due[0]
+                        heapq.heappush(self._heap, (due[0], key))
+                    continue
+                del self._due[key]
+            dbapi_connection = due[1]
+            if _waiting_for_reply(dbapi_connection):
+                logger.warning("No reply from the database server in time: dropping the connection")
+                _shut_down(dbapi_connection)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _waiting_for_reply(dbapi_connection: Any) -> bool:
+    """Whether a command was sent on the connection and its reply has not come (PQTRANS_ACTIVE)."""
+    try:
+        if getattr(dbapi_connection, "closed", False):
+            return False
+        return int(dbapi_connection.info.transaction_status) == _PQTRANS_ACTIVE
+    except Exception:
+        return False
+
+
+def _shut_down(dbapi_connection: Any) -> None:
+    """Shut the connection's socket down (both ways) without closing the driver's descriptor."""
+    try:
+        with socket.socket(fileno=os.dup(dbapi_connection.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        logger.debug("could not shut down an overdue connection", exc_info=True)
+
+
+def _refuse_commit_if_server_closed(connection: Any) -> None:
+    """Connection `commit` hook: before COMMIT is sent, refuse to send it on a connection the
+    server has already closed (its farewell, e.g. after pg_terminate_backend, is waiting on
+    the socket). The server never saw the COMMIT: `DatabaseUnavailableError`, safe to retry,
+    rather than an unknown outcome. No round trip is spent.
+
+    Raises:
+        DatabaseUnavailableError: the server closed the connection before COMMIT.
+
+    """
+    dbapi_connection = _dbapi_connection_of(connection)
+    if dbapi_connection is not None and server_closed(dbapi_connection):
+        connection.invalidate()
+        raise make_error("connection lost", sqlstate=CONNECTION_FAILURE)
+
+
+def server_closed(dbapi_connection: DBAPIConnection) -> bool:
+    """Whether the server has closed (or said it is closing) this idle connection; no round trip."""
+    return _closed_reason(dbapi_connection) is not None
 
 
 def _wrap_driver_value_errors(context: ExceptionContext) -> Exception | None:

@@ -146,6 +146,7 @@ class TemporaryServer:
     source: str
     directory: Path
     _stop: Callable[[], None] | None = None
+    _restart: Callable[[str], None] | None = None
 
     @property
     def admin_url(self) -> URL:
@@ -239,7 +240,22 @@ class TemporaryServer:
             )
             shutil.rmtree(directory, ignore_errors=True)
 
-        server = cls(host="127.0.0.1", port=port, source=f"binaries in {binaries}", directory=directory, _stop=stop)
+        def restart(mode: str) -> None:
+            subprocess.run(
+                [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-m", mode, "-w", "-t", "60", "restart"],
+                check=True,
+                capture_output=True,
+                **run_as,
+            )
+
+        server = cls(
+            host="127.0.0.1",
+            port=port,
+            source=f"binaries in {binaries}",
+            directory=directory,
+            _stop=stop,
+            _restart=restart,
+        )
         _record(server.host, server.port)
         atexit.register(server.stop)
         return server
@@ -271,6 +287,24 @@ class TemporaryServer:
         _record(started.host, started.port)
         atexit.register(started.stop)
         return started
+
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop the server and start it again on the same port, keeping its data.
+
+        Args:
+            mode: pg_ctl's shutdown mode; "immediate" is a crash (no checkpoint; every
+                connection is cut, and the server recovers from its WAL on start).
+
+        Raises:
+            ServerNotAvailableError: for a server started from `pgserver`, or already stopped.
+
+        """
+        if self._restart is None or self._stop is None:
+            raise ServerNotAvailableError(
+                f"Cannot restart the server on {self.host}:{self.port} (from {self.source}): only a "
+                "running server started from PostgreSQL's binaries can be restarted."
+            )
+        self._restart(mode)
 
     def stop(self) -> None:
         """Stop the server and delete its files (idempotent)."""
