@@ -238,6 +238,9 @@ class TransactionAbortedError(PersistenceError):
     status_code = 500
     default_message = "The transaction was already aborted by an earlier failed statement."
 
+    #: What failed first in the block, when it was recorded (`context.note_failure`).
+    first_failure: str | None = None
+
 
 class InvalidNameError(PersistenceError, ValueError):
     """A database or role name PostgreSQL cannot store unchanged (too long, empty) (500)."""
@@ -356,6 +359,17 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
             "A lock could not be taken before lock_timeout (SQLSTATE 55P03): another transaction "
             "holds it. Finish or roll back that transaction, then try again.",
         ),
+        "55P03 nowait": Translation(
+            ModelConflictError,
+            "{subject} is locked by another transaction, and this read asked not to wait "
+            "(FOR UPDATE NOWAIT, SQLSTATE 55P03). Try again later, or use for_update=True to wait "
+            "or 'skip_locked' to pass it by.",
+        ),
+        "42P07": Translation(
+            InvalidNameError,
+            "A table or other relation of that name already exists{where} (SQLSTATE 42P07). "
+            "Choose another name, or drop the existing one first.",
+        ),
         "57014": Translation(
             QueryTimeoutError,
             "The server cancelled the statement (SQLSTATE 57014), usually because it ran past "
@@ -447,6 +461,12 @@ def _is_delete(error: BaseException) -> bool:
     return statement.lstrip().upper().startswith("DELETE")
 
 
+def _is_nowait(error: BaseException) -> bool:
+    # The statement we sent asked not to wait for row locks (`SELECT ... FOR UPDATE NOWAIT`).
+    statement = getattr(error, "statement", None) or ""
+    return re.search(r"\bNOWAIT\b", statement, flags=re.IGNORECASE) is not None
+
+
 def _class_names(orig: BaseException) -> set[str]:
     """Names of the DBAPI exception classes of `orig`, alike for psycopg2 and psycopg 3."""
     return {cls.__name__ for cls in type(orig).__mro__}
@@ -502,6 +522,8 @@ def fault_of(error: BaseException) -> str | None:
     sqlstate = sqlstate_of(orig)
     if sqlstate == "23503" and _is_delete(error):
         return "23503 on delete"
+    if sqlstate == "55P03" and _is_nowait(error):
+        return "55P03 nowait"
     if sqlstate is not None:
         for key in (sqlstate, sqlstate[:2]):
             if key in TRANSLATIONS:

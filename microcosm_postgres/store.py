@@ -203,7 +203,7 @@ class Store(Generic[ModelT]):
             session.flush()
 
     @contextmanager
-    def _translating(self, action: str = "statement", *, locking: bool | str = False) -> Iterator[None]:
+    def _translating(self, action: str = "statement") -> Iterator[None]:
         """`errors.translating`, and keep the session usable after a refused statement.
 
         Outside any `transaction()` block the session is rolled back, so the next call
@@ -213,17 +213,7 @@ class Store(Generic[ModelT]):
         """
         try:
             with translating(model_name=self.model_name):
-                try:
-                    yield
-                except sa_exc.DBAPIError as error:
-                    if locking == "nowait" and sqlstate_of(error) == _LOCK_NOT_AVAILABLE:
-                        raise ModelConflictError(
-                            f"{self.model_name} is locked by another transaction, and this read asked "
-                            "not to wait (for_update='nowait'). Try again later, or use for_update=True "
-                            "to wait or 'skip_locked' to pass it by.",
-                            sqlstate=_LOCK_NOT_AVAILABLE,
-                        ) from error
-                    raise
+                yield
         except TransactionAbortedError as error:
             session = self.session
             if not in_transaction_block(session):
@@ -652,7 +642,7 @@ class Store(Generic[ModelT]):
             params = {"identifier": identifier}
         if params is None and lock is not None:
             statement = self._locked(statement, lock)
-        rows = self._rows(statement, params, action="retrieve", locking=for_update, unique=params is None)
+        rows = self._rows(statement, params, action="retrieve", unique=params is None)
         if not rows:
             raise ModelNotFoundError(f"{self.model_name} not found")
         return rows[0]
@@ -663,12 +653,11 @@ class Store(Generic[ModelT]):
         params: dict[str, Any] | None,
         *,
         action: str,
-        locking: bool | str = False,
         unique: bool = False,
     ) -> list[ModelT]:
         """Run a read: the one place every read executes (`unique` as `Query.all()` did,
         for statements hooks built: joined eager loads and joins yield each row once)."""
-        with self._translating(action, locking=locking):
+        with self._translating(action):
             result = self.session.execute(statement, params).scalars()
             return list((result.unique() if unique else result).all())
 
@@ -772,10 +761,10 @@ class Store(Generic[ModelT]):
                 shape, lambda: self._locked(self._paged(self._filtered(select(self.model_class), keys), shape), lock)
             )
             params = {f"filter_{k}": plain[k] for k in keys} | {"offset": offset, "limit": limit}
-            return self._rows(statement, params, action="search", locking=for_update)
+            return self._rows(statement, params, action="search")
         selected = self._order_by(self._filter(self._query(*criteria), **filters), **filters)
         selected = self._locked(_as_select(self._paginate(selected, offset=offset, limit=limit)), lock)
-        return self._rows(selected, None, action="search", locking=for_update, unique=True)
+        return self._rows(selected, None, action="search", unique=True)
 
     @staticmethod
     def _locked(statement: Select[Any], lock: _Lock | None) -> Select[Any]:
@@ -931,9 +920,6 @@ def _register_bound(store: Store[Any]) -> None:
 
 
 on_resolve(Store, _register_bound)
-
-
-_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class _Lock(NamedTuple):

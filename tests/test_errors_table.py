@@ -100,6 +100,18 @@ def _lock_not_available(lab: Lab) -> None:
             holder.commit()
 
 
+def _row_locked_nowait(lab: Lab) -> None:
+    """A row locked by one transaction, read FOR UPDATE NOWAIT by another."""
+    table = _unique("errors_locked")
+    with lab.engine.begin() as connection:
+        connection.execute(text(f"CREATE TABLE {table} (n int); INSERT INTO {table} VALUES (0)"))
+    lab.cleanups.append(lambda: _drop_table(lab.engine, table))
+    with lab.engine.connect() as holder, holder.begin():
+        holder.execute(text(f"SELECT n FROM {table} FOR UPDATE"))
+        with lab.engine.connect() as connection, connection.begin():
+            connection.execute(text(f"SELECT n FROM {table} FOR UPDATE NOWAIT"))
+
+
 def _statement_timeout(lab: Lab) -> None:
     with lab.connection() as connection:
         connection.execute(text("SET LOCAL statement_timeout = '10ms'"))
@@ -286,6 +298,8 @@ PROVOKERS: dict[str, Callable[[Lab], None]] = {
     "22023": _sql("SELECT generate_series(1, 10, 0)"),
     "22P05": _sql("SELECT convert_to(:value, 'LATIN1')", value="\u20ac"),
     "55P03": _lock_not_available,
+    "55P03 nowait": _row_locked_nowait,
+    "42P07": _sql("CREATE TEMP TABLE parent (id int)"),
     "57014": _statement_timeout,
     "40001": _serialization_failure,
     "40P01": _deadlock,

@@ -143,7 +143,7 @@ def test_the_name_can_be_used_again_after_the_block(context: SessionContext) -> 
 
 def test_a_name_taken_on_the_connection_is_a_typed_error(context: SessionContext) -> None:
     with transaction(), transient(Company) as companies:
-        with pytest.raises(InvalidNameError, match="name="):
+        with pytest.raises(InvalidNameError, match="Choose another name"):
             with transaction(), transient(Company):
                 pass
         # The nested block's savepoint rolled back: the outer table is still usable.

@@ -27,13 +27,12 @@ from uuid import UUID
 from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, insert, inspect, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.schema import ColumnDefault, CreateTable, DropTable
 from sqlalchemy.sql import FromClause
 
 from microcosm_postgres.context import SessionContext
-from microcosm_postgres.errors import InvalidNameError, sqlstate_of, translating
+from microcosm_postgres.errors import translating
 from microcosm_postgres.naming import check_identifier
 from microcosm_postgres.types import Serial
 
@@ -43,7 +42,6 @@ __all__ = [
     "create_transient_table",
 ]
 
-_DUPLICATE_TABLE = "42P07"
 
 # ON COMMIT actions PostgreSQL accepts (None: the default, keep the rows until the session ends).
 _ON_COMMIT = {None, "preserve_rows", "delete_rows", "drop"}
@@ -186,18 +184,9 @@ class TemporaryTable:
         if self._session is not None:
             raise RuntimeError(f"Temporary table {self.name!r} was already created; make a new one.")
         session = session if session is not None else SessionContext.session
-        try:
-            with translating():
-                session.execute(CreateTable(self.table))
-        except ProgrammingError as error:
-            if sqlstate_of(error) != _DUPLICATE_TABLE:
-                raise
-            raise InvalidNameError(
-                f"A table named {self.name!r} already exists on this connection (an enclosing "
-                "transient() of the same table?). Pass another name=.",
-                sqlstate=_DUPLICATE_TABLE,
-                table=self.name,
-            ) from error
+        with translating():
+            # 42P07 (a table of this name exists on the connection) is InvalidNameError.
+            session.execute(CreateTable(self.table))
         self._session = session
         return self
 
