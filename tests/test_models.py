@@ -130,7 +130,7 @@ def test_identity_and_hash_across_sessions(
 def test_equality_ignores_relationships_and_private_state() -> None:
     a = Employee(first="a", last="b")
     b = Employee(first="a", last="b")
-    a._private = "x"  # type: ignore[attr-defined]
+    a._private = "x"  # type: ignore[attr-defined]  # an attribute the model does not declare, on purpose
     assert a == b
     assert a != Employee(first="a", last="c")
     assert a != Company(name="a")
