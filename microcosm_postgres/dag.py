@@ -139,6 +139,16 @@ class DAGCloner(ABC):
     `add_edges` says otherwise. `explain(...)` returns the DAG that `clone(...)` would
     clone, without writing anything.
 
+    `explain(**kwargs)` and `clone(**kwargs)` pass their keyword arguments on to
+    `retrieve_root` and `iter_children`, whose base signatures are left open
+    (`*args: Any, **kwargs: Any`, which type checkers accept any override of) so that a
+    subclass declares the keywords it takes and the type of its root::
+
+        class CompanyCloner(DAGCloner):
+            def retrieve_root(self, company_id: UUID, **kwargs: Any) -> Company: ...
+
+            def iter_children(self, root: Company, **kwargs: Any) -> Iterable[Employee]: ...
+
     """
 
     #: Attributes not copied (left to the model's defaults).
@@ -148,11 +158,13 @@ class DAGCloner(ABC):
         self.graph = graph
 
     @abstractmethod
-    def retrieve_root(self, **kwargs: Any) -> Any:
-        """The root instance to clone, found from the keyword arguments of `explain` / `clone`."""
+    def retrieve_root(self, *args: Any, **kwargs: Any) -> Any:
+        """The root instance to clone, found from the keyword arguments of `explain` / `clone`
+        (they are passed as keywords only; a subclass names those it takes)."""
 
-    def iter_children(self, root: Any, **kwargs: Any) -> Iterable[Any]:
-        """The instances to clone with `root` (all descendants, not only direct children)."""
+    def iter_children(self, root: Any, *args: Any, **kwargs: Any) -> Iterable[Any]:
+        """The instances to clone with `root` (all descendants, not only direct children),
+        given the keyword arguments of `explain` / `clone` too."""
         return ()
 
     def add_edges(self, dag: DAG) -> DAG:

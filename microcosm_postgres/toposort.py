@@ -19,6 +19,8 @@ __all__ = [
     "toposorted",
 ]
 
+# The ids: any hashable type (a TypeVar, as `Mapping` is invariant in its key type).
+KeyT = TypeVar("KeyT", bound=Hashable)
 NodeT = TypeVar("NodeT")
 
 # How many node ids a CycleError message lists before "...".
@@ -63,7 +65,7 @@ def _ends(edge: Any) -> tuple[Any, Any]:
     return from_id, to_id
 
 
-def toposorted(nodes: Mapping[Hashable, NodeT], edges: Iterable[Edge | tuple[Any, Any]]) -> list[NodeT]:
+def toposorted(nodes: Mapping[KeyT, NodeT], edges: Iterable[Edge | tuple[Any, Any]]) -> list[NodeT]:
     """The values of `nodes` (id -> node) ordered so that every edge's source precedes its target.
 
     Nodes that no edge orders keep their input order. Edges with an end that is not a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, FetchedValue, Integer, String
+from sqlalchemy import FetchedValue, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from microcosm_postgres.models import EntityMixin, Model, UnixTimestampEntityMixin
@@ -12,15 +12,15 @@ from microcosm_postgres.types import Serial
 class Gadget(EntityMixin, Model):
     __tablename__ = "test_gadget"
 
-    name = Column(String(64), unique=True)
-    size = Column(Integer)
+    name: Mapped[str | None] = mapped_column(String(64), unique=True)
+    size: Mapped[int | None] = mapped_column(Integer)
 
 
 class UnixGadget(UnixTimestampEntityMixin, Model):
     __tablename__ = "test_unix_gadget"
 
-    name = Column(String(64), unique=True)
-    size = Column(Integer)
+    name: Mapped[str | None] = mapped_column(String(64), unique=True)
+    size: Mapped[int | None] = mapped_column(Integer)
 
 
 class Ticket(EntityMixin, Model):

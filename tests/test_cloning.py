@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import pytest
@@ -14,11 +14,13 @@ from sqlalchemy.orm import Mapped, defer, mapped_column
 from microcosm_postgres.cloning import clone
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import DuplicateModelError
-from microcosm_postgres.example import Company, CompanyType, Employee
+from microcosm_postgres.example import Company, CompanyType, Employee, ExampleGraph
 from microcosm_postgres.models import EntityMixin, Model
 from microcosm_postgres.store import Store, store_for
 
 LONG_AGO = datetime(2001, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+
+StoreT = TypeVar("StoreT", bound=Store[Any])
 
 
 class ClonedDocument(EntityMixin, Model):
@@ -28,7 +30,7 @@ class ClonedDocument(EntityMixin, Model):
     body: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
-def registered(store: Store[Any]) -> Store[Any]:
+def registered(store: StoreT) -> StoreT:
     """Make an ad-hoc store the one `store_for` finds (keep a reference: registries may be weak).
 
     Stores register on creation here; where the registry moved to smart.py, only stores that
@@ -41,7 +43,7 @@ def registered(store: Store[Any]) -> Store[Any]:
 
 
 @pytest.fixture
-def stores(graph: Any, context: SessionContext) -> Iterator[Any]:
+def stores(graph: ExampleGraph, context: SessionContext) -> Iterator[ExampleGraph]:
     graph.use("company_store", "employee_store")
     document_store = registered(Store(graph, ClonedDocument))
     yield graph
@@ -49,7 +51,7 @@ def stores(graph: Any, context: SessionContext) -> Iterator[Any]:
 
 
 @pytest.fixture
-def acme(stores: Any) -> Company:
+def acme(stores: ExampleGraph) -> Company:
     with transaction():
         return stores.company_store.create(
             Company(name="Acme", type=CompanyType.public, created_at=LONG_AGO, updated_at=LONG_AGO)
@@ -106,7 +108,7 @@ def test_ignored_columns_take_their_defaults(acme: Company) -> None:
     assert copy.updated_at != LONG_AGO
 
 
-def test_references_follow_the_substitutions(stores: Any, acme: Company) -> None:
+def test_references_follow_the_substitutions(stores: ExampleGraph, acme: Company) -> None:
     with transaction():
         employee = stores.employee_store.create(Employee(first="Ada", last="Lovelace", company_id=acme.id))
         substitutions: dict[Any, Any] = {"Acme": "Acme Copy"}
@@ -118,7 +120,7 @@ def test_references_follow_the_substitutions(stores: Any, acme: Company) -> None
     assert stores.employee_store.count() == 2
 
 
-def test_unhashable_values_are_copied_unchanged(stores: Any) -> None:
+def test_unhashable_values_are_copied_unchanged(stores: ExampleGraph) -> None:
     with transaction():
         document = store_for(ClonedDocument).create(ClonedDocument(title="t", body={"items": [1, 2]}))
         copy = clone(document, {"t": "u"})
@@ -129,7 +131,7 @@ def test_unhashable_values_are_copied_unchanged(stores: Any) -> None:
     assert stored == ("u", {"items": [1, 2]})
 
 
-def test_a_refused_clone_is_a_typed_error_and_leaves_substitutions_alone(stores: Any, acme: Company) -> None:
+def test_a_refused_clone_is_a_typed_error_and_leaves_substitutions_alone(stores: ExampleGraph, acme: Company) -> None:
     substitutions: dict[Any, Any] = {"unrelated": "value"}
 
     with transaction():

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from microcosm.api import create_object_graph, load_from_dict
@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, maybe_transactional, transaction, transactional
 from microcosm_postgres.errors import SessionNotOpenError, UnsafeOperationError
-from microcosm_postgres.example import Company
+from microcosm_postgres.example import Company, ExampleGraph
 from tests.conftest import SECONDARY_DATABASE, make_graph
 
 
@@ -18,7 +18,7 @@ def names(store: Any) -> list[str]:
     return sorted(company.name for company in store.search())
 
 
-def committed_names(graph: Any) -> list[str]:
+def committed_names(graph: ExampleGraph) -> list[str]:
     """What another connection sees: only committed rows."""
     with graph.postgres.connect() as connection:
         return sorted(connection.execute(text("SELECT name FROM company")).scalars())
@@ -29,14 +29,14 @@ def test_no_session_is_a_clear_error() -> None:
         SessionContext.session  # noqa: B018
 
 
-def test_store_outside_its_graph_context_names_the_graph(graph: Any) -> None:
+def test_store_outside_its_graph_context_names_the_graph(graph: ExampleGraph) -> None:
     other = make_graph(database_name=SECONDARY_DATABASE)
     with SessionContext(other), pytest.raises(SessionNotOpenError, match="'example'"):
         graph.company_store.count()
     other.postgres.dispose()
 
 
-def test_make_and_close(graph: Any) -> None:
+def test_make_and_close(graph: ExampleGraph) -> None:
     context = SessionContext.make(graph)
     assert SessionContext.session is context.session
     context.close()
@@ -44,7 +44,7 @@ def test_make_and_close(graph: Any) -> None:
         SessionContext.session  # noqa: B018
 
 
-def test_contexts_for_two_graphs_nest(graph: Any, context: SessionContext) -> None:
+def test_contexts_for_two_graphs_nest(graph: ExampleGraph, context: SessionContext) -> None:
     store = graph.company_store
     second = make_graph(database_name=SECONDARY_DATABASE)
     with transaction():
@@ -63,7 +63,7 @@ def test_contexts_for_two_graphs_nest(graph: Any, context: SessionContext) -> No
     second.postgres.dispose()
 
 
-def test_sessions_are_per_thread(graph: Any, context: SessionContext) -> None:
+def test_sessions_are_per_thread(graph: ExampleGraph, context: SessionContext) -> None:
     seen: dict[str, Any] = {}
     barrier = threading.Barrier(2)
 
@@ -92,7 +92,7 @@ def test_sessions_are_per_thread(graph: Any, context: SessionContext) -> None:
     assert names(graph.company_store) == ["a", "b"]
 
 
-def test_sessions_are_per_task(graph: Any) -> None:
+def test_sessions_are_per_task(graph: ExampleGraph) -> None:
     async def task(name: str) -> tuple[Any, Any]:
         with SessionContext(graph) as own:
             await asyncio.sleep(0.01)  # let the other task open its context meanwhile
@@ -105,13 +105,13 @@ def test_sessions_are_per_task(graph: Any) -> None:
     assert a_own is a_seen and b_own is b_seen and a_own is not b_own
 
 
-def test_commit(graph: Any, context: SessionContext) -> None:
+def test_commit(graph: ExampleGraph, context: SessionContext) -> None:
     with transaction():
         graph.company_store.create(Company(name="Acme"))
     assert committed_names(graph) == ["Acme"]
 
 
-def test_rollback_on_exception(graph: Any, context: SessionContext) -> None:
+def test_rollback_on_exception(graph: ExampleGraph, context: SessionContext) -> None:
     with pytest.raises(ZeroDivisionError), transaction():
         graph.company_store.create(Company(name="Acme"))
         1 / 0  # noqa: B018
@@ -119,7 +119,7 @@ def test_rollback_on_exception(graph: Any, context: SessionContext) -> None:
     assert names(graph.company_store) == []
 
 
-def test_nested_transaction_is_a_savepoint(graph: Any, context: SessionContext) -> None:
+def test_nested_transaction_is_a_savepoint(graph: ExampleGraph, context: SessionContext) -> None:
     store = graph.company_store
     with transaction():
         store.create(Company(name="kept"))
@@ -132,7 +132,7 @@ def test_nested_transaction_is_a_savepoint(graph: Any, context: SessionContext) 
     assert committed_names(graph) == ["also kept", "kept"]
 
 
-def test_commit_false_is_a_dry_run(graph: Any, context: SessionContext) -> None:
+def test_commit_false_is_a_dry_run(graph: ExampleGraph, context: SessionContext) -> None:
     with transaction(commit=False):
         graph.company_store.create(Company(name="Acme"))
         assert names(graph.company_store) == ["Acme"]
@@ -144,14 +144,14 @@ def test_commit_false_is_a_dry_run(graph: Any, context: SessionContext) -> None:
     assert committed_names(graph) == ["kept"]
 
 
-def test_reads_before_transaction_are_adopted(graph: Any, context: SessionContext) -> None:
+def test_reads_before_transaction_are_adopted(graph: ExampleGraph, context: SessionContext) -> None:
     assert graph.company_store.count() == 0  # autobegins a transaction
     with transaction():
         graph.company_store.create(Company(name="Acme"))
     assert committed_names(graph) == ["Acme"]
 
 
-def test_transactional(graph: Any, context: SessionContext) -> None:
+def test_transactional(graph: ExampleGraph, context: SessionContext) -> None:
     @transactional
     def create(name: str) -> Company:
         return graph.company_store.create(Company(name=name))
@@ -167,7 +167,7 @@ def test_transactional(graph: Any, context: SessionContext) -> None:
     assert committed_names(graph) == ["Acme"]
 
 
-def test_maybe_transactional(graph: Any, context: SessionContext) -> None:
+def test_maybe_transactional(graph: ExampleGraph, context: SessionContext) -> None:
     received: list[Any] = []
 
     @maybe_transactional
@@ -180,20 +180,25 @@ def test_maybe_transactional(graph: Any, context: SessionContext) -> None:
         graph.company_store.create(Company(name=name))
 
     create("committed")
-    create("dry", commit=False)
+    create("dry", commit=False)  # type: ignore[call-arg]  # maybe_transactional adds `commit`: `F -> F` cannot say it
     create_seeing_commit("dry too", commit=False)
     create_seeing_commit("committed too")
     assert received == [False, True]
     assert committed_names(graph) == ["committed", "committed too"]
 
 
-def test_recreate_all_refuses_a_database_that_is_not_a_test_database(graph: Any, context: SessionContext) -> None:
+def test_recreate_all_refuses_a_database_that_is_not_a_test_database(
+    graph: ExampleGraph, context: SessionContext
+) -> None:
     with transaction():
         graph.company_store.create(Company(name="precious"))
-    production = create_object_graph(
-        name="example",
-        testing=False,
-        loader=load_from_dict(postgres={"database_name": "example_db"}),
+    production = cast(
+        ExampleGraph,
+        create_object_graph(
+            name="example",
+            testing=False,
+            loader=load_from_dict(postgres={"database_name": "example_db"}),
+        ),
     )
     with SessionContext(production) as production_context, pytest.raises(UnsafeOperationError, match="'example_db'"):
         production_context.recreate_all()

@@ -1,21 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import InvalidInputError
-from microcosm_postgres.example import Company, CompanyType, Employee
+from microcosm_postgres.example import Company, CompanyType, Employee, ExampleGraph
 from microcosm_postgres.models import UTCDateTime
 from microcosm_postgres.store import Store, store_for
 from tests.conftest import SECONDARY_DATABASE, make_graph
 from tests.models import Gadget, Ticket, UnixGadget
 
 
-def column_types(graph: Any, table: str) -> dict[str, str]:
+def column_types(graph: ExampleGraph, table: str) -> dict[str, str]:
     with graph.postgres.connect() as connection:
         rows = connection.execute(
             text(
@@ -27,7 +26,7 @@ def column_types(graph: Any, table: str) -> dict[str, str]:
         return {name: f"{kind}({length})" if length else kind for name, kind, length in rows}
 
 
-def test_schema_is_what_existing_services_have(graph: Any, context: SessionContext) -> None:
+def test_schema_is_what_existing_services_have(graph: ExampleGraph, context: SessionContext) -> None:
     assert column_types(graph, "company") == {
         "id": "uuid",
         "created_at": "timestamp without time zone",
@@ -58,36 +57,40 @@ def test_schema_is_what_existing_services_have(graph: Any, context: SessionConte
     ],
     ids=["naive", "utc", "other-zone"],
 )
-def test_utc_datetime(graph: Any, context: SessionContext, given: datetime, stored: datetime) -> None:
+def test_utc_datetime(graph: ExampleGraph, context: SessionContext, given: datetime, stored: datetime) -> None:
     with transaction():
         company = graph.company_store.create(Company(name="Acme", created_at=given))
     with graph.postgres.connect() as connection:
         raw = connection.execute(text("SELECT created_at FROM company")).scalar()
     assert raw == stored  # the column holds UTC wall time, without a zone
+    assert context.session is not None
     context.session.expunge_all()
     loaded = graph.company_store.retrieve(company.id)
     assert loaded.created_at == stored.replace(tzinfo=timezone.utc)
     assert loaded.created_at.tzinfo is timezone.utc
 
 
-def test_utc_datetime_rejects_non_datetimes(graph: Any, context: SessionContext) -> None:
+def test_utc_datetime_rejects_non_datetimes(graph: ExampleGraph, context: SessionContext) -> None:
     assert UTCDateTime().python_type is datetime
     with pytest.raises(InvalidInputError), transaction():
         graph.company_store.create(Company(name="Acme", created_at="yesterday"))
 
 
-def test_enum_type_round_trip(graph: Any, context: SessionContext) -> None:
+def test_enum_type_round_trip(graph: ExampleGraph, context: SessionContext) -> None:
     with transaction():
         by_member = graph.company_store.create(Company(name="a", type=CompanyType.public))
         graph.company_store.create(Company(name="b", type="private"))
     with graph.postgres.connect() as connection:
         assert sorted(connection.execute(text("SELECT type FROM company")).scalars()) == ["private", "public"]
+    assert context.session is not None
     context.session.expunge_all()
     assert graph.company_store.retrieve(by_member.id).type is CompanyType.public
-    assert graph.company_store.search_first(name="b").type is CompanyType.private
+    by_value = graph.company_store.search_first(name="b")
+    assert by_value is not None
+    assert by_value.type is CompanyType.private
 
 
-def test_serial_values_after_insert_and_delete(graph: Any, context: SessionContext) -> None:
+def test_serial_values_after_insert_and_delete(graph: ExampleGraph, context: SessionContext) -> None:
     tickets = Store(graph, Ticket)
     with transaction():
         first, second = tickets.create(Ticket()), tickets.create(Ticket())
@@ -103,12 +106,15 @@ def test_serial_values_after_insert_and_delete(graph: Any, context: SessionConte
                 "WHERE table_name = 'test_ticket' AND column_name = 'number'"
             )
         ).scalar()
+    assert isinstance(default, str)
     assert default.startswith("nextval(")
 
 
 @pytest.mark.parametrize("model", [Gadget, UnixGadget])
-def test_identity_and_hash_across_sessions(graph: Any, context: SessionContext, model: type) -> None:
-    store = Store(graph, model)
+def test_identity_and_hash_across_sessions(
+    graph: ExampleGraph, context: SessionContext, model: type[Gadget] | type[UnixGadget]
+) -> None:
+    store: Store[Gadget | UnixGadget] = Store(graph, model)
     with transaction():
         created = store.create(model(name="a", size=1))
     with SessionContext(graph):
@@ -124,13 +130,13 @@ def test_identity_and_hash_across_sessions(graph: Any, context: SessionContext, 
 def test_equality_ignores_relationships_and_private_state() -> None:
     a = Employee(first="a", last="b")
     b = Employee(first="a", last="b")
-    a._private = "x"  # type: ignore[attr-defined]
+    a._private = "x"  # type: ignore[attr-defined]  # an attribute the model does not declare, on purpose
     assert a == b
     assert a != Employee(first="a", last="c")
     assert a != Company(name="a")
 
 
-def test_smart_mixin_shortcuts(graph: Any, context: SessionContext) -> None:
+def test_smart_mixin_shortcuts(graph: ExampleGraph, context: SessionContext) -> None:
     graph.use("company_store")
     with transaction():
         company = Company(name="Acme").create()
@@ -149,7 +155,7 @@ def test_smart_mixin_shortcuts(graph: Any, context: SessionContext) -> None:
     assert Company.count() == 1
 
 
-def test_smart_mixin_uses_the_current_graphs_store(graph: Any, context: SessionContext) -> None:
+def test_smart_mixin_uses_the_current_graphs_store(graph: ExampleGraph, context: SessionContext) -> None:
     second = make_graph(database_name=SECONDARY_DATABASE)
     first_store = graph.company_store
     with SessionContext(second) as inner:

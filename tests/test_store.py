@@ -162,7 +162,9 @@ def test_search_count_filters_and_pagination(gadgets: Store[Any]) -> None:
     assert gadgets.count(gadgets.model_class.size == 1) == 2
     ordered = gadgets.search(gadgets.model_class.size == 0)
     assert len(ordered) == 3
-    assert gadgets.search_first(name="g4").name == "g4"
+    first = gadgets.search_first(name="g4")
+    assert first is not None
+    assert first.name == "g4"
     assert gadgets.search_first(name="nope") is None
 
 

@@ -92,7 +92,7 @@ def test_a_skip_locked_job_queue_hands_each_row_to_exactly_one_worker(graph: Any
                         if not jobs:
                             return
                         for job in jobs:
-                            job.size = number + 1  # type: ignore[assignment]
+                            job.size = number + 1
                             taken.append((number, str(job.name)))
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
