@@ -350,7 +350,7 @@ def aborted_error(session: Session, error: TransactionAbortedError | None) -> Tr
         constraint=error.constraint if error is not None else None,
         table=error.table if error is not None else None,
     )
-    named.first_failure = first  # type: ignore[attr-defined]
+    named.first_failure = first
     return named
 
 
