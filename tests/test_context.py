@@ -86,8 +86,10 @@ def test_sessions_are_per_thread(graph: ExampleGraph, context: SessionContext) -
     for thread in threads:
         thread.join(timeout=10)
     assert seen["a"] is not seen["b"]
-    assert seen["a-current"] is seen["a"] and seen["b-current"] is seen["b"]
-    assert seen["a-inherited"] is False and seen["b-inherited"] is False
+    assert seen["a-current"] is seen["a"]
+    assert seen["b-current"] is seen["b"]
+    assert seen["a-inherited"] is False
+    assert seen["b-inherited"] is False
     assert SessionContext.session is context.session
     assert names(graph.company_store) == ["a", "b"]
 
@@ -102,7 +104,9 @@ def test_sessions_are_per_task(graph: ExampleGraph) -> None:
         return list(await asyncio.gather(task("a"), task("b")))
 
     (a_own, a_seen), (b_own, b_seen) = asyncio.run(both())
-    assert a_own is a_seen and b_own is b_seen and a_own is not b_own
+    assert a_own is a_seen
+    assert b_own is b_seen
+    assert a_own is not b_own
 
 
 def test_commit(graph: ExampleGraph, context: SessionContext) -> None:

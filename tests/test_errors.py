@@ -109,7 +109,8 @@ def test_faults_by_sqlstate(
 def test_constraint_and_table_are_attached(session: Session) -> None:
     error = fault(session, "INSERT INTO child VALUES (2, 99, 1)")
     assert (error.constraint, error.table) == ("child_parent_id_fkey", "child")
-    assert "child_parent_id_fkey" in str(error) and "Thing" in str(error)
+    assert "child_parent_id_fkey" in str(error)
+    assert "Thing" in str(error)
 
 
 def test_row_values_stay_out_of_messages(session: Session) -> None:
@@ -123,7 +124,8 @@ def test_row_values_stay_out_of_messages(session: Session) -> None:
 
 def test_nul_byte_is_invalid_input_on_both_drivers(session: Session) -> None:
     error = fault(session, "INSERT INTO parent VALUES (5, :value)", value="a\x00b")
-    assert type(error) is InvalidInputError and error.status_code == 400
+    assert type(error) is InvalidInputError
+    assert error.status_code == 400
 
 
 def test_real_serialization_failure(graph: ExampleGraph) -> None:

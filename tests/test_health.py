@@ -43,8 +43,10 @@ def test_check_health_down_is_quick_typed_and_hides_the_password() -> None:
     elapsed = time.monotonic() - started
     assert elapsed < 2 * 2 + 1  # bounded by connect_timeout, retries included
     message = str(raised.value)
-    assert f"{graph.postgres.url.host}:1" in message and f"'{graph.postgres.url.database}'" in message
-    assert SENTINEL not in message and SENTINEL not in str(raised.value.__cause__)
+    assert f"{graph.postgres.url.host}:1" in message
+    assert f"'{graph.postgres.url.database}'" in message
+    assert SENTINEL not in message
+    assert SENTINEL not in str(raised.value.__cause__)
     assert raised.value.status_code == 503
 
 
@@ -64,10 +66,13 @@ def test_migration_checks(migration_graph: Graph) -> None:
     assert check_migrations(graph) == "no migrations"
     migrate.main(graph, "--raiseerr", "revision", "--autogenerate", "-m", "v1", model_cls=models(1))
     head = get_current_head_version(graph)
-    assert head is not None and check_alembic(graph) is None
+    assert head is not None
+    assert check_alembic(graph) is None
     with pytest.raises(MigrationsBehindError, match=head) as raised:
         check_migrations(graph)
-    assert raised.value.status_code == 503 and migration_status(graph).behind
+    assert raised.value.status_code == 503
+    assert migration_status(graph).behind
     migrate.upgrade(graph, model_cls=models(1))
     assert check_alembic(graph) == head
-    assert head in check_migrations(graph) and not migration_status(graph).behind
+    assert head in check_migrations(graph)
+    assert not migration_status(graph).behind

@@ -120,7 +120,8 @@ def test_identity_and_hash_across_sessions(
     with SessionContext(graph):
         other = Store(graph, model).retrieve(created.id)
         assert other is not created
-        assert other == created and not (other != created)
+        assert other == created
+        assert not (other != created)
         assert hash(other) == hash(created) == hash(created.id)
         assert len({other, created}) == 1
         other.size = 2

@@ -29,7 +29,8 @@ def test_recreate_all_empties_and_returns_connections(graph: ExampleGraph) -> No
 
     recreate_all(graph)
     assert checked_out(graph.postgres) == 0
-    assert len(statements) == 1 and statements[0].lstrip().startswith("DO")  # one statement empties all
+    assert len(statements) == 1
+    assert statements[0].lstrip().startswith("DO")  # one statement empties all
     with graph.postgres.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM company")).scalar() == 0
 

@@ -64,7 +64,8 @@ def test_create_keeps_a_given_id(gadgets: Store[Any]) -> None:
 def test_retrieve_missing(gadgets: Store[Any]) -> None:
     with pytest.raises(ModelNotFoundError, match=f"^{gadgets.model_name} not found$") as raised:
         gadgets.retrieve(uuid4())
-    assert raised.value.status_code == 404 and not raised.value.include_stack_trace
+    assert raised.value.status_code == 404
+    assert not raised.value.include_stack_trace
 
 
 @pytest.mark.parametrize("identifier", ["not-a-uuid", "", None, 42])
@@ -94,7 +95,8 @@ def test_update_merges_set_fields_and_refreshes_updated_at(gadgets: Store[Any]) 
     with transaction():
         updated = gadgets.update(gadget.id, gadgets.model_class(size=2))
     assert (updated.name, updated.size) == ("a", 2)
-    assert updated.updated_timestamp > before and updated.created_timestamp == created
+    assert updated.updated_timestamp > before
+    assert updated.created_timestamp == created
     with transaction():
         gadgets.update(gadget.id, gadgets.model_class(size=None))  # an explicit None clears
     assert gadgets.retrieve(gadget.id).size is None
@@ -145,7 +147,8 @@ def test_delete_is_one_statement(gadgets: Store[Any], statements: list[str]) -> 
     statements.clear()
     with transaction():
         assert gadgets.delete(gadget.id) is True
-    assert statements.count("DELETE") == 1 and "SELECT" not in statements
+    assert statements.count("DELETE") == 1
+    assert "SELECT" not in statements
     with pytest.raises(ModelNotFoundError), transaction():
         gadgets.delete(gadget.id)
     assert gadgets.count() == 0
@@ -173,7 +176,8 @@ def test_bad_pagination_sends_no_sql(gadgets: Store[Any], statements: list[str],
     statements.clear()
     with pytest.raises(InvalidInputError) as raised:
         gadgets.search(offset=offset, limit=limit)
-    assert statements == [] and raised.value.status_code == 400
+    assert statements == []
+    assert raised.value.status_code == 400
 
 
 def test_expunge_merge_and_names(gadgets: Store[Any]) -> None:
@@ -260,7 +264,8 @@ def test_missing_company_referenced_company_and_follow_up_writes(graph: Any, con
         acme = companies.create(Company(name="Acme", type=CompanyType.private))
         with pytest.raises(MissingDependencyError) as missing, transaction():
             employees.create(Employee(first="A", last="B", company_id=uuid4()))
-        assert missing.value.status_code == 404 and missing.value.table == "employee"
+        assert missing.value.status_code == 404
+        assert missing.value.table == "employee"
         employees.create(Employee(first="Jane", last="Doe", company_id=acme.id))
     with transaction():
         with pytest.raises(ReferencedModelError) as referenced, transaction():

@@ -133,7 +133,8 @@ def test_a_transient_table_goes_at_commit_and_a_temporary_one_stays(session: Ses
     with transaction():
         create_transient_table(Company).create()
         create_temporary_table(Company, name="kept_company").create()
-        assert _exists("temporary_company") and _exists("kept_company")
+        assert _exists("temporary_company")
+        assert _exists("kept_company")
 
     assert not _exists("temporary_company")
     assert _exists("kept_company")

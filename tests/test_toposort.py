@@ -48,8 +48,11 @@ def test_a_cycle_is_a_typed_error_naming_its_nodes() -> None:
     # The cycle is given in edge order: each id has an edge to the next, the last to the first.
     edge_set = {(edge.from_id, edge.to_id) for edge in edges}
     assert all((node, error.cycle[(i + 1) % 3]) in edge_set for i, node in enumerate(error.cycle))
-    assert "'a'" in str(error) and "'b'" in str(error) and "'c'" in str(error)
-    assert "root" not in str(error) and "leaf" not in str(error)
+    assert "'a'" in str(error)
+    assert "'b'" in str(error)
+    assert "'c'" in str(error)
+    assert "root" not in str(error)
+    assert "leaf" not in str(error)
 
 
 def test_a_self_loop_is_a_cycle_of_one() -> None:
