@@ -1034,11 +1034,16 @@ def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
             except (ValueError, InvalidOperation):
                 pass
         raise InvalidInputError(
-            f"{subject} must be a {python_type.__name__} (got a {type(value).__name__} that is not one). "
+            f"{subject} must be {_a(python_type.__name__)} (got {_a(type(value).__name__)} that is not one). "
             "Pass a value of the column's type."
         )
 
     return check
+
+
+def _a(name: str) -> str:
+    """`name` with its indefinite article, for messages: "an int", "a str", "a UUID", "an Enum"."""
+    return f"{'an' if name[:1] in 'aeioAEIO' else 'a'} {name}"
 
 
 def _as_select(statement: Any) -> Select[Any]:
