@@ -44,6 +44,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import naming
+from microcosm_postgres._cli import report_failure
 from microcosm_postgres.errors import (
     DatabaseUnavailableError,
     PermissionDeniedError,
@@ -728,8 +729,6 @@ def main(argv: list[str] | None = None) -> int:
             admin_url=admin_url,
         )
     except PersistenceError as error:
-        message = " ".join(str(error).split())
-        print(f"error: {type(error).__name__}: {message}", file=sys.stderr)
-        return 1
+        return report_failure(error)
     print(result)
     return 0
