@@ -123,8 +123,9 @@ def _saslprep(password: str) -> str:
     """
     if password.isascii():
         return password
+    # Spaces (C.1.2) before "mapped to nothing" (B.1), as PostgreSQL maps: U+200B is in both, and is a space.
     mapped = "".join(
-        " " if stringprep.in_table_c12(char) else char for char in password if not stringprep.in_table_b1(char)
+        " " if stringprep.in_table_c12(char) else "" if stringprep.in_table_b1(char) else char for char in password
     )
     normalized = unicodedata.normalize("NFKC", mapped)
     if not normalized:
