@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
 
 import pytest
 
+from microcosm_postgres.provision import ADMIN_URL_VARIABLE
+from microcosm_postgres.testing.database import describe_test_server
 from tests.conftest import DATABASE_VARIABLE, run_database
+from tests.test_testing import project  # noqa: F401  (a fixture)
 
 NEEDS_A_GRAPH = """
 def test_uses_the_graph(postgres_graph):
@@ -73,3 +77,31 @@ def test_a_service_with_migrations_gets_its_schema_from_them(
     monkeypatch.setenv(DATABASE_VARIABLE, run_database("plugmig"))
     result = pytester.runpytest_subprocess("--postgres-server", "configured", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_database_that_cannot_be_created_stops_the_run_with_how_to_create_it(
+    project: pytest.Pytester,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    database = run_database("uncreatable")
+    monkeypatch.setenv(DATABASE_VARIABLE, database)
+    monkeypatch.setenv(ADMIN_URL_VARIABLE, f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres")
+    result = project.runpytest("--postgres-server", "configured")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count(f"Cannot connect to database {database!r} as 'example'") == 1
+    assert f"`createdb -O example {database}`" in output
+    assert "Traceback" not in output
+
+
+def test_the_header_says_when_the_database_name_is_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DATABASE_VARIABLE, "example_test_" + "x" * 60 + "_db")
+    description = describe_test_server("example", "temporary")
+    assert description.startswith("a throwaway server (--postgres-server=temporary), database <")
+    assert "63" in description
