@@ -1012,6 +1012,11 @@ def _from_text(python_type: type) -> Callable[[str], Any] | None:
 _CHECKED_TYPES = (str, int, float, Decimal, bool, UUID, datetime, date, time, bytes)
 
 
+def _a(name: str) -> str:
+    """`name` with its indefinite article, for messages: "an int", "a str", "a UUID", "an Enum"."""
+    return f"{'an' if name[:1] in 'aeioAEIO' else 'a'} {name}"
+
+
 def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
     """A function returning a filter value as the column holds it, or raising InvalidInputError."""
     enum_class = _enum_class_of(column_type)
@@ -1039,11 +1044,6 @@ def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
         )
 
     return check
-
-
-def _a(name: str) -> str:
-    """`name` with its indefinite article, for messages: "an int", "a str", "a UUID", "an Enum"."""
-    return f"{'an' if name[:1] in 'aeioAEIO' else 'a'} {name}"
 
 
 def _as_select(statement: Any) -> Select[Any]:
