@@ -10,7 +10,10 @@ error (argparse's message, exit status 2): `createall --dorp` must not quietly c
 tables without dropping. A service that parses more options itself passes
 `known_only=False` and gets the arguments left over.
 
-`--drop` acts only on a test database (see `microcosm_postgres.operations`).
+`--drop` acts only on a test database (see `microcosm_postgres.operations`). A refusal
+(not a test database, migrations behind, the database unreachable) prints one line,
+`error: <ClassName>: <message>`, on standard error and exits with status 1;
+`--raiseerr` raises the typed error instead.
 
 """
 
@@ -20,6 +23,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from microcosm_postgres._cli import report_failure
+from microcosm_postgres.errors import PersistenceError, translating
 from microcosm_postgres.graph import GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model
 from microcosm_postgres.operations import create_all, drop_all
@@ -32,6 +37,7 @@ def _parser(graph: GraphLike) -> argparse.ArgumentParser:
         prog=f"{as_graph(graph).metadata.name}-createall", description="Create the service's tables."
     )
     parser.add_argument("-D", "--drop", action="store_true", help="drop the tables first (test databases only)")
+    parser.add_argument("--raiseerr", action="store_true", help="raise a failure's typed error (with its traceback)")
     return parser
 
 
@@ -54,11 +60,17 @@ def main(
     `known_only=False`, which hands unknown arguments back for the service's own parser
     instead of refusing them.
 
+    A failure prints one line on standard error (`error: <ClassName>: <message>`) and
+    exits with status 1; with `--raiseerr` the typed error is raised instead.
+
     Raises:
-        SystemExit: status 2 for an unknown option (unless `known_only=False`).
-        UnsafeOperationError: for `--drop` on a database that is not a test database.
-        MigrationsBehindError: when the database is at an older revision (run `migrate upgrade head`).
-        DatabaseUnavailableError: when the database cannot be reached.
+        SystemExit: status 2 for an unknown option (unless `known_only=False`), 1 when
+            the command fails.
+        UnsafeOperationError: with `--raiseerr`, for `--drop` on a database that is not a
+            test database.
+        MigrationsBehindError: with `--raiseerr`, when the database is at an older revision
+            (run `migrate upgrade head`).
+        DatabaseUnavailableError: with `--raiseerr`, when the database cannot be reached.
 
     """
     arguments = sys.argv[1:] if args is None else list(args)
@@ -68,8 +80,19 @@ def main(
         options = parser.parse_args(arguments)
     else:
         options, remaining = parser.parse_known_args(arguments)
+    try:
+        with translating():
+            _create(graph, model_cls, drop=options.drop)
+    except PersistenceError as error:
+        if options.raiseerr:
+            raise
+        raise SystemExit(report_failure(error, url=as_graph(graph).postgres.url)) from error
+    return remaining
+
+
+def _create(graph: GraphLike, model_cls: HasMetadata, *, drop: bool) -> None:
     where = as_graph(graph).postgres.url.render_as_string(hide_password=True)
-    if options.drop:
+    if drop:
         drop_all(graph, model_cls)
         print(f"Dropped tables in {where}: {', '.join(sorted(model_cls.metadata.tables)) or '(none)'}")
     created = create_all(graph, model_cls)
@@ -77,4 +100,3 @@ def main(
         print(f"Created {len(created)} table{'s' if len(created) != 1 else ''} in {where}: {', '.join(created)}")
     else:
         print(f"Nothing to create in {where}: every table exists")
-    return remaining

@@ -78,7 +78,7 @@ class PersistenceError(Exception):
         sqlstate: the five-character SQLSTATE the server reported, when there was one.
         constraint: the name of the violated constraint, when the server gave one.
         table: the table the server named, when it gave one.
-        cause: the exception given as second positional argument, if any.
+        cause: the exception given as second positional argument, else `__cause__`.
 
     """
 
@@ -99,12 +99,21 @@ class PersistenceError(Exception):
         table: str | None = None,
     ) -> None:
         super().__init__(self.default_message if message is None else message)
-        self.cause = cause
+        self._cause = cause
         if cause is not None:
             self.__cause__ = cause
         self.sqlstate = sqlstate
         self.constraint = constraint
         self.table = table
+
+    @property
+    def cause(self) -> BaseException | None:
+        """The exception given as `cause`, else the one chained with `raise ... from`."""
+        return self._cause if self._cause is not None else self.__cause__
+
+    @cause.setter
+    def cause(self, value: BaseException | None) -> None:
+        self._cause = value
 
     @property
     def message(self) -> str:

@@ -16,7 +16,6 @@ from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext
 from microcosm_postgres.errors import (
-    DatabaseUnavailableError,
     MigrationsBehindError,
     PersistenceError,
     SessionNotOpenError,
@@ -44,7 +43,10 @@ def check_health(graph: GraphLike) -> str:
     """`SELECT 1` in the graph's current session (or a short-lived one when none is open).
 
     Raises:
-        DatabaseUnavailableError: naming host and database (never the password).
+        PersistenceError: the typed error of the failure, of the same class as
+            `errors.translate` gives (so `AuthenticationFailedError` for a refused login,
+            which is not `retryable`; `DatabaseUnavailableError` when the server cannot be
+            reached), its message naming host and database (never the password).
 
     """
     graph = as_graph(graph)
@@ -56,7 +58,15 @@ def check_health(graph: GraphLike) -> str:
         with translating():
             session.execute(text("SELECT 1"))
     except PersistenceError as error:
-        raise DatabaseUnavailableError(f"{_where(graph)} did not answer: {error}", sqlstate=error.sqlstate) from error
+        # The same class (and so `retryable`: a refused login is not retried), saying where.
+        located = type(error)(
+            f"{_where(graph)} did not answer: {error}",
+            sqlstate=error.sqlstate,
+            constraint=error.constraint,
+            table=error.table,
+        )
+        located.fault = error.fault
+        raise located from error
     finally:
         if owned is not None:
             owned.close()

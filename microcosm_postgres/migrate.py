@@ -44,7 +44,8 @@ from microcosm.errors import NotBoundError
 from sqlalchemy import BigInteger, Column, Integer
 from sqlalchemy.types import TypeEngine
 
-from microcosm_postgres.errors import translating
+from microcosm_postgres._cli import report_failure
+from microcosm_postgres.errors import PersistenceError, translating
 from microcosm_postgres.graph import Graph, GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model, UTCDateTime
 from microcosm_postgres.types import EnumType, Serial
@@ -118,11 +119,14 @@ def migrations_dir(graph: GraphLike, model_cls: HasMetadata = Model) -> Path:
         try:
             path = Path(graph.metadata.get_path("migrations"))
         except RuntimeError as error:
-            tried = f"through the import name {graph.metadata.import_name!r}, which is no imported module"
+            import_name = graph.metadata.import_name
+            tried = f"through the import name {import_name!r}, which is no imported module"
             _refuse_if_models_have_migrations(graph, model_cls, tried)
             raise CommandError(
-                f"Cannot locate migrations for {graph.metadata.name!r}: its import name does not resolve to a "
-                "package. Bind a `migrations_dir` component, or pass import_name/root_path to create_object_graph."
+                f"Cannot locate migrations for {graph.metadata.name!r}: the graph looks for them next to the "
+                f"module {import_name!r}, which is not imported. Import your service's package before calling "
+                "migrate.main; if it is named differently, pass import_name=<your package> to create_object_graph, "
+                "or bind a `migrations_dir` component."
             ) from error
     if not path.is_dir():
         _refuse_if_models_have_migrations(graph, model_cls, f"in {str(path)!r}, which does not exist")
@@ -186,11 +190,20 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
     `init`: the environment ships with microcosm-postgres. As with Alembic's own command,
     progress lines (`INFO  [alembic.runtime.migration] Running upgrade ...`) go to
     standard error when the application has not configured logging, and a failure
-    prints one `FAILED: ...` line and exits with status 1 (`--raiseerr` raises instead).
+    prints one `FAILED: ...` line and exits with status 1 (`--raiseerr` raises instead):
+    an Alembic error, and a database fault as its typed error (`FAILED:
+    DatabaseUnavailableError: ...`, translated by `errors.translate`).
+
+    `revision --autogenerate` and `check` compare the database with
+    `model_cls.metadata`, so they refuse to run when that holds no table: the caller
+    must import the service's model modules first (otherwise the revision would drop
+    every table).
 
     Raises:
         SystemExit: status 2 for bad arguments, 1 when the command fails.
         alembic.util.CommandError: with `--raiseerr`, when the command fails.
+        PersistenceError: with `--raiseerr`, the typed error of a database fault
+            (`DatabaseUnavailableError` when the database cannot be reached).
 
     """
     cli = CommandLine(prog=f"{os.path.basename(sys.argv[0]) or as_graph(graph).metadata.name}")
@@ -212,16 +225,30 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
                 "`init` is not needed: microcosm-postgres ships the environment script and revision template. "
                 "Create an empty migrations/ directory in your package and run `revision --autogenerate -m ...`."
             )
-        cli.run_cmd(make_config(graph, model_cls, cmd_opts=options), options)
-    except CommandError as error:
+        _refuse_to_compare_without_models(options, model_cls)
+        with translating():
+            cli.run_cmd(make_config(graph, model_cls, cmd_opts=options), options)
+    except (CommandError, PersistenceError) as error:
         if raise_errors:
             raise
-        print(f"FAILED: {error}", file=sys.stderr)
-        raise SystemExit(1) from error
+        url = as_graph(graph).postgres.url if isinstance(error, PersistenceError) else None
+        raise SystemExit(report_failure(error, prefix="FAILED", url=url)) from error
     finally:
         if progress is not None:
             alembic_logger.removeHandler(progress)
             alembic_logger.setLevel(saved_level)
+
+
+def _refuse_to_compare_without_models(options: Namespace, model_cls: HasMetadata) -> None:
+    """Refuse `revision --autogenerate` and `check` when the metadata holds no table."""
+    comparing = options.cmd[0] is command.check or (
+        options.cmd[0] is command.revision and getattr(options, "autogenerate", False)
+    )
+    if comparing and not model_cls.metadata.tables:
+        raise CommandError(
+            "The metadata holds no table, so autogenerate would drop every table of the database. "
+            "Import the service's model modules (or the module binding its stores) before calling migrate.main."
+        )
 
 
 def upgrade(graph: GraphLike, revision: str = "head", model_cls: HasMetadata = Model) -> None:

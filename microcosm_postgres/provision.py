@@ -44,6 +44,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import naming
+from microcosm_postgres._cli import report_failure
 from microcosm_postgres.errors import (
     DatabaseUnavailableError,
     PermissionDeniedError,
@@ -122,8 +123,9 @@ def _saslprep(password: str) -> str:
     """
     if password.isascii():
         return password
+    # Spaces (C.1.2) before "mapped to nothing" (B.1), as PostgreSQL maps: U+200B is in both, and is a space.
     mapped = "".join(
-        " " if stringprep.in_table_c12(char) else char for char in password if not stringprep.in_table_b1(char)
+        " " if stringprep.in_table_c12(char) else "" if stringprep.in_table_b1(char) else char for char in password
     )
     normalized = unicodedata.normalize("NFKC", mapped)
     if not normalized:
@@ -728,8 +730,6 @@ def main(argv: list[str] | None = None) -> int:
             admin_url=admin_url,
         )
     except PersistenceError as error:
-        message = " ".join(str(error).split())
-        print(f"error: {type(error).__name__}: {message}", file=sys.stderr)
-        return 1
+        return report_failure(error)
     print(result)
     return 0

@@ -1051,6 +1051,11 @@ def _from_text(python_type: type) -> Callable[[str], Any] | None:
 _CHECKED_TYPES = (str, int, float, Decimal, bool, UUID, datetime, date, time, bytes)
 
 
+def _a(name: str) -> str:
+    """`name` with its indefinite article, for messages: "an int", "a str", "a UUID", "an Enum"."""
+    return f"{'an' if name[:1] in 'aeioAEIO' else 'a'} {name}"
+
+
 def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
     """A function returning a filter value as the column holds it, or raising InvalidInputError."""
     enum_class = _enum_class_of(column_type)
@@ -1073,7 +1078,7 @@ def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
             except (ValueError, InvalidOperation):
                 pass
         raise InvalidInputError(
-            f"{subject} must be a {python_type.__name__} (got a {type(value).__name__} that is not one). "
+            f"{subject} must be {_a(python_type.__name__)} (got {_a(type(value).__name__)} that is not one). "
             "Pass a value of the column's type."
         )
 

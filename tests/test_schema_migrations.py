@@ -76,7 +76,7 @@ def test_create_all_refuses_a_database_at_another_revision(graph: Graph, capsys:
 
     attempts: list[Callable[[], object]] = [
         lambda: create_all(graph, models(2)),
-        lambda: createall.main(graph, [], model_cls=models(2)),
+        lambda: createall.main(graph, ["--raiseerr"], model_cls=models(2)),
     ]
     for attempt in attempts:
         with pytest.raises(MigrationsBehindError, match="Run `migrate upgrade head`") as raised:

@@ -93,7 +93,7 @@ OPERATIONS: dict[str, Callable[[ExampleGraph], object]] = {
     "truncate_all": lambda graph: truncate_all(graph.postgres, Model.metadata, allow_destructive=_flag(graph)),
     "drop_alembic_table": drop_alembic_table,
     "SessionContext.recreate_all": _context_recreate_all,
-    "createall --drop": lambda graph: createall.main(graph, ["--drop"]),
+    "createall --drop": lambda graph: createall.main(graph, ["--drop", "--raiseerr"]),
 }
 
 

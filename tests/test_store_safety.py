@@ -117,7 +117,7 @@ def test_integer_filter_that_is_not_one_is_invalid_input(
 ) -> None:
     gadgets = Store(graph, Gadget, auto_filter_fields=[Gadget.size])
     statements.clear()
-    with pytest.raises(InvalidInputError, match="filter 'size' of Gadget must be a int"):
+    with pytest.raises(InvalidInputError, match="filter 'size' of Gadget must be an int"):
         gadgets.count(size=size)
     assert statements == []
 

@@ -28,8 +28,10 @@ Fixtures:
 
 The fixtures drop and empty tables only in a test database: named `{name}_test_db` or
 `{name}_test_<anything>_db`, or on a throwaway server started by this plugin; for any
-other database they stop with `UnsafeOperationError` unless pytest runs with
-`--postgres-allow-destructive` (see `microcosm_postgres.operations`).
+other database they stop the run (with `UnsafeOperationError`'s message) unless pytest runs
+with `--postgres-allow-destructive` (see `microcosm_postgres.operations`). A fixture that
+cannot set up its server or database ends the run with one message and exit status 4 (a
+usage error), rather than failing each test that uses it with the plugin's traceback.
 
 Under pytest-xdist each worker gets its own database, `{database}_{worker}`, copied
 from the first one as a template.
@@ -47,6 +49,7 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 from microcosm.api import create_object_graph
@@ -169,12 +172,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         )
 
 
+def _stop(message: str) -> NoReturn:
+    """End the whole run with `message`, as a usage error (exit status 4), without a traceback.
+
+    A fixture raising `pytest.UsageError` would only fail the test that needs it, with the
+    plugin's own traceback, and the next test would try again.
+    """
+    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
 def postgres_service_name(pytestconfig: pytest.Config) -> str:
     """The service name; from the `microcosm_postgres_service` ini option (override to compute it)."""
     name = pytestconfig.getini("microcosm_postgres_service")
     if not name:
-        raise pytest.UsageError(
+        _stop(
             'microcosm-postgres fixtures need the service name: set microcosm_postgres_service = "<name>" '
             "under [tool.pytest.ini_options] (or override the postgres_service_name fixture)."
         )
@@ -189,7 +201,7 @@ def postgres_server(pytestconfig: pytest.Config, postgres_service_name: str) -> 
             pytestconfig.stash[_USED_SERVER] = server
             yield server
     except TestDatabaseError as error:
-        raise pytest.UsageError(str(error)) from error
+        _stop(str(error))
 
 
 @pytest.fixture(scope="session")
@@ -198,9 +210,10 @@ def postgres_session_graph(
 ) -> Iterator[Graph]:
     """The testing graph, with its role, database (per xdist worker) and fresh tables.
 
-    Raises:
-        UnsafeOperationError: (as a usage error) when the configured database is not a test
-            database and `--postgres-allow-destructive` is not given; nothing is touched.
+    When the configured database is not a test database and `--postgres-allow-destructive`
+    is not given, the run stops with `UnsafeOperationError`'s message (exit status 4, a
+    usage error), and nothing is touched; so it does when the server or database cannot
+    be set up.
 
     """
     from microcosm_postgres.migrate import head_revision, upgrade  # Alembic only when the fixture is used
@@ -213,12 +226,12 @@ def postgres_session_graph(
         try:
             require_test_graph(probe, action="recreate tables")
         except UnsafeOperationError as error:
-            raise pytest.UsageError(str(error)) from error
+            _stop(str(error))
         has_migrations = head_revision(probe) is not None  # a broken lookup fails here, before provisioning
         try:
             ensure_test_database(name, postgres_server)
         except TestDatabaseError as error:
-            raise pytest.UsageError(str(error)) from error
+            _stop(str(error))
         worker = os.environ.get("PYTEST_XDIST_WORKER")
         if worker:
             database = database_name_for(probe.metadata, probe.config.postgres)
