@@ -297,10 +297,11 @@ class Store(Generic[ModelT]):
                     instance.id = self.new_object_id()
         plan = self._insert_plan
         if plan is None or not all(self._plain_state(state) for state in states):
+            new = [instance for instance, state in zip(instances, states, strict=True) if state.transient]
             session.add_all(instances)
             if not attach:
                 session.flush()
-                for instance in instances:
+                for instance in new:  # instances already in the session stay there
                     session.expunge(instance)
             return
         rows = []

@@ -79,3 +79,14 @@ def test_unattached_enum_check_comes_before_any_id(graph: Any, context: SessionC
         graph.company_store.create_many(batch, attach=False)
     assert [company.id for company in batch] == [None, None]
     assert stored(graph, "company", "name") == []
+
+
+def test_unattached_leaves_instances_the_session_had_in_it(graph: Any, context: SessionContext) -> None:
+    gadgets = Store(graph, Gadget)
+    with transaction():
+        known = gadgets.create(Gadget(name="known"))
+        [known_again, new] = gadgets.create_many([known, Gadget(name="new")], attach=False)
+    assert known_again is known
+    assert inspect(known).persistent
+    assert new not in gadgets.session
+    assert stored(graph, "test_gadget", "name") == [("known",), ("new",)]
