@@ -42,6 +42,7 @@ from sqlalchemy import Select, bindparam, delete, func, insert, inspect, select,
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import InstrumentedAttribute, Query, Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.exc import StaleDataError
 
 from microcosm_postgres.context import (
@@ -135,7 +136,7 @@ class Store(Generic[ModelT]):
         """
         self.graph = graph
         self.model_class = model_class
-        mapper = inspect(model_class)
+        mapper = self._mapper = inspect(model_class)
         self.auto_filter_fields: dict[str, Any] = {}
         for field in auto_filter_fields:
             key = field if isinstance(field, str) else field.key
@@ -278,41 +279,52 @@ class Store(Generic[ModelT]):
             self._insert(session, [instance])
         return instance
 
-    def _insert(self, session: Session, instances: list[Any]) -> None:
-        """INSERT `instances` and make them persistent in `session`.
+    def _insert(self, session: Session, instances: list[Any], *, attach: bool = True) -> None:
+        """INSERT `instances`; with `attach`, make them persistent in `session`.
 
         For a plain model (one table, Python-side defaults only, no version column) and
         transient instances without relationship values, one Core INSERT of fully
-        spelled-out rows (batched by insertmanyvalues) (the defaults applied here, so the instances hold what was
-        stored), then the instances join the session as loaded: no unit-of-work flush.
-        Anything else goes through `session.add_all` and the flush.
+        spelled-out rows, batched by insertmanyvalues (the defaults applied here, so the
+        instances hold what was stored), then the instances join the session as loaded:
+        no unit-of-work flush. Anything else goes through `session.add_all` and the flush
+        (and, without `attach`, leaves the session again after it).
 
         """
+        states = [instance_state(instance) for instance in instances]
         if self._id_is_uuid:
-            for instance in instances:
-                if getattr(instance, "id", None) is None:
+            for instance, state in zip(instances, states, strict=True):
+                if state.dict.get("id") is None:
                     instance.id = self.new_object_id()
-        if self._insert_plan is None or not all(self._plain_instance(instance) for instance in instances):
+        plan = self._insert_plan
+        if plan is None or not all(self._plain_state(state) for state in states):
+            new = [instance for instance, state in zip(instances, states, strict=True) if state.transient]
             session.add_all(instances)
+            if not attach:
+                session.flush()
+                for instance in new:  # instances already in the session stay there
+                    session.expunge(instance)
             return
         rows = []
-        for instance in instances:
-            values = inspect(instance).dict
-            for key, _, default in self._insert_plan:
-                if values.get(key) is None:
+        for state in states:
+            values = state.dict
+            row = {}
+            for key, column, default in plan:
+                value = values.get(key)
+                if value is None:
                     # Every column set: the instance holds what is stored, nothing is left
                     # expired. Written as the flush would apply a default: no attribute events.
-                    values[key] = default() if default is not None else None
-            rows.append({column: values[key] for key, column, _ in self._insert_plan})
-        mapper = inspect(self.model_class)
+                    value = values[key] = default() if default is not None else None
+                row[column] = value
+            rows.append(row)
+        mapper = self._mapper
         session.execute(insert(mapper.local_table), rows, bind_arguments={"mapper": mapper})
-        for instance in instances:
-            make_transient_to_detached(instance)
-            session.add(instance)
+        if attach:
+            for instance in instances:
+                make_transient_to_detached(instance)
+            session.add_all(instances)
 
-    def _plain_instance(self, instance: Any) -> bool:
-        state = inspect(instance)
-        return state.transient and not any(key in state.dict for key in self._relationship_keys)
+    def _plain_state(self, state: Any) -> bool:
+        return bool(state.transient) and not any(key in state.dict for key in self._relationship_keys)
 
     def _created_before(self, instance: ModelT) -> ModelT | None:
         """The stored row with `instance`'s id when it holds `instance`'s values (bar the
@@ -440,12 +452,22 @@ class Store(Generic[ModelT]):
     # --- bulk writes --------------------------------------------------------------
 
     @postgres_metric_timing()
-    def create_many(self, instances: Sequence[ModelT]) -> list[ModelT]:
+    def create_many(self, instances: Sequence[ModelT], *, attach: bool = True) -> list[ModelT]:
         """Insert `instances` in as few statements as the driver allows, and return them.
 
-        One flush: the rows go in batched INSERTs (SQLAlchemy's insertmanyvalues), not one
-        round trip per row; each instance becomes persistent in the session. Ids are
-        assigned as by `create`. A refused batch writes nothing.
+        One batched INSERT (SQLAlchemy's insertmanyvalues), not one round trip per row.
+        Ids are assigned as by `create`, and defaults (`created_at`, ...) are set on the
+        instances. A refused batch writes nothing.
+
+        Args:
+            attach: make each instance persistent in the session (the default), as
+                `create` does. With False the rows are written the same way, and the
+                instances hold the stored values (ids and defaults included), but they
+                are not in the session: changing one changes nothing, adding one again
+                inserts it again (`DuplicateModelError`); `retrieve` a row to work with
+                it. Adding a thousand instances to the session costs about as much again
+                as inserting their rows: for bulk loads whose rows are not used afterwards
+                in the same session, pass False.
 
         Raises:
             DuplicateModelError, MissingDependencyError, InvalidInputError,
@@ -456,7 +478,7 @@ class Store(Generic[ModelT]):
         for instance in instances:
             self._check_enums(instance)
         with self.flushing("create_many") as session:
-            self._insert(session, instances)
+            self._insert(session, instances, attach=attach)
         return instances
 
     @postgres_metric_timing()
@@ -898,7 +920,9 @@ class Store(Generic[ModelT]):
     def _check_enums(self, instance: Any) -> None:
         """InvalidInputError (before any SQL) when an enum column of `instance` holds a value
         that is neither a member nor a member's name: such a value must never be stored."""
-        values = inspect(instance).dict
+        if not self._enum_columns:
+            return
+        values = instance_state(instance).dict
         for key, enum_class in self._enum_columns.items():
             value = values.get(key)
             if value is not None:
