@@ -27,6 +27,9 @@ from microcosm_postgres.migrate import current_revision, head_revision
 
 __all__ = [
     "MigrationStatus",
+    "ReplicaLag",
+    "check_replicas",
+    "replica_lag",
     "check_alembic",
     "check_health",
     "check_migrations",
@@ -108,3 +111,67 @@ def check_migrations(graph: GraphLike) -> str:
     if status.behind:
         raise MigrationsBehindError(f"Migrations are pending: {status}. Run `upgrade head`.")
     return str(status)
+
+
+@dataclass(frozen=True)
+class ReplicaLag:
+    """How far one read replica is behind its primary.
+
+    Attributes:
+        replica: its `host:port`.
+        seconds: since the last replayed transaction's commit on the primary; 0 when it
+            has replayed all it received (None before it replayed any).
+        bytes: WAL received but not replayed yet.
+
+    """
+
+    replica: str
+    seconds: float | None
+    bytes: int
+
+    def __str__(self) -> str:
+        seconds = "unknown" if self.seconds is None else f"{self.seconds:.3f} s"
+        return f"replica {self.replica} lags {seconds} ({self.bytes} bytes to replay)"
+
+
+_LAG = text(
+    "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END, "
+    "coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)"
+)
+
+
+def replica_lag(graph: GraphLike) -> list[ReplicaLag]:
+    """The lag of each read replica of the graph's engines (`postgres.replicas`), in order.
+
+    Raises:
+        DatabaseUnavailableError: naming the replica that did not answer.
+
+    """
+    from microcosm_postgres.factories.routing import router_for
+
+    lags = []
+    replica_sets = getattr(router_for(as_graph(graph)), "replicas", {})
+    for replicas in replica_sets.values():
+        for engine in replicas.engines:
+            where = f"{engine.url.host}:{engine.url.port}"
+            try:
+                with translating(), engine.connect() as connection:
+                    seconds, behind = connection.execute(_LAG).one()
+            except PersistenceError as error:
+                raise DatabaseUnavailableError(
+                    f"Read replica {where} did not answer: {error}", sqlstate=error.sqlstate
+                ) from error
+            lags.append(ReplicaLag(where, None if seconds is None else float(seconds), int(behind)))
+    return lags
+
+
+def check_replicas(graph: GraphLike) -> str:
+    """Report each read replica's lag ("no read replicas" when none is configured).
+
+    Raises:
+        DatabaseUnavailableError: naming the replica that did not answer.
+
+    """
+    lags = replica_lag(graph)
+    return "; ".join(str(lag) for lag in lags) if lags else "no read replicas"

@@ -72,6 +72,12 @@ _DRIVER_ALIASES = {"postgresql": "postgresql+psycopg2"}
 _FRESH = "microcosm_postgres.fresh"
 
 
+def _address_list(value: object) -> tuple[str, ...]:
+    """`postgres.replicas` as given: a list, or one string of comma- or space-separated entries (env)."""
+    entries = value.replace(",", " ").split() if isinstance(value, str) else value
+    return tuple(str(entry).strip() for entry in entries or () if str(entry).strip())  # type: ignore[attr-defined]
+
+
 @defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
     # Server host name, address, or directory of a Unix socket.
     host=typed(str, default_value="localhost"),
@@ -120,6 +126,10 @@ _FRESH = "microcosm_postgres.fresh"
     admin_url=typed(str, default_value=None),
     # Let drop/recreate/reset/truncate act on a database that is not a test database (see operations).
     allow_destructive=typed(bool, default_value=False),
+    # Read replicas: "host[:port]" entries or URLs (a list, or one comma-separated string); see routing.
+    replicas=typed(_address_list, default_value=()),
+    # Connect through PgBouncer in transaction pooling mode (no session state; see make_engine).
+    pgbouncer=typed(bool, default_value=False),
 )
 def configure_engine(graph: Graph) -> Engine:
     """Build the service's engine from `graph.config.postgres`.

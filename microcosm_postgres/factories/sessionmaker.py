@@ -12,9 +12,13 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from microcosm_postgres.factories.routing import (
     ALLOW_CROSS_ENGINE_WRITES,
+    READ_ONLY,
     EngineRouter,
+    Replicas,
+    forget_replicas,
     forget_writes,
     note_write,
+    replica_bind,
     router_for,
 )
 
@@ -32,7 +36,8 @@ class RoutingSession(Session):
     """A Session that asks its `router` for a bind, unless it was given an explicit `bind`.
 
     Its transactions write through one engine only (`CrossEngineTransactionError`
-    otherwise), unless `allow_cross_engine_writes` is true (see `factories.routing`).
+    otherwise), unless `allow_cross_engine_writes` is true; `read_only` sends all its
+    statements to a replica of their engine, when it has one (see `factories.routing`).
 
     """
 
@@ -42,12 +47,15 @@ class RoutingSession(Session):
         *,
         router: EngineRouter | None = None,
         allow_cross_engine_writes: bool = False,
+        read_only: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(bind, **kwargs)
         self.router = router
         if allow_cross_engine_writes:
             self.info[ALLOW_CROSS_ENGINE_WRITES] = True
+        if read_only:
+            self.info[READ_ONLY] = True
 
     def get_bind(
         self,
@@ -58,7 +66,11 @@ class RoutingSession(Session):
     ) -> Engine | Connection:
         if self.router is None or self.bind is not None:
             return super().get_bind(mapper, clause=clause, **kwargs)
-        return self.router.get_bind(mapper=mapper, clause=clause)
+        bind = self.router.get_bind(mapper=mapper, clause=clause)
+        replicas: dict[Engine, Replicas] = getattr(self.router, "replicas", {})
+        if isinstance(bind, Engine) and bind in replicas:
+            return replica_bind(self, bind, replicas[bind], clause)
+        return bind
 
 
 @event.listens_for(RoutingSession, "before_flush")
@@ -81,6 +93,7 @@ def _note_executed_writes(state: ORMExecuteState) -> None:
 def _end_of_transaction(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         forget_writes(session)
+        forget_replicas(session)
 
 
 def make_sessionmaker(
