@@ -79,7 +79,7 @@ def _address_list(value: object) -> tuple[str, ...]:
 
 
 @defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
-    # Server host name, address, or directory of a Unix socket.
+    # Server host name, address, or directory of a Unix socket; "h1:p1,h2:p2" for failover.
     host=typed(str, default_value="localhost"),
     # Server port.
     port=typed(int, default_value=5432),
@@ -215,14 +215,27 @@ def make_url(metadata: Metadata, config: Mapping[str, Any]) -> URL:
 
     """
     settings = _settings(config)
+    hosts = _hosts(settings)
     return URL.create(
         drivername=_driver(settings),
         username=username_for(metadata, settings),
         password=settings["password"] or None,
-        host=settings["host"],
-        port=settings["port"],
+        host=None if hosts else settings["host"],
+        port=None if hosts else settings["port"],
         database=database_name_for(metadata, settings),
+        # Several hosts (libpq multi-host failover): SQLAlchemy's `?host=h1:p1&host=h2:p2` form.
+        query={"host": hosts} if hosts else {},
     )
+
+
+def _hosts(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """`host` listing several comma-separated `host[:port]` entries (port default: `port`),
+    or () for a single host."""
+    host = str(settings["host"])
+    if "," not in host:
+        return ()
+    entries = [entry.strip() for entry in host.split(",") if entry.strip()]
+    return tuple(entry if ":" in entry else f"{entry}:{settings['port']}" for entry in entries)
 
 
 def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, str | int]:
@@ -243,6 +256,9 @@ def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, 
         args["sslmode"] = "prefer"
     if settings["statement_timeout"] is not None:
         args["options"] = f"-c statement_timeout={int(settings['statement_timeout'])}"
+    if _hosts(settings):
+        # Failover: libpq tries the hosts in order and keeps the one that accepts writes.
+        args["target_session_attrs"] = "read-write"
     return args
 
 
