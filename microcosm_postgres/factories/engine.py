@@ -36,7 +36,7 @@ from microcosm.errors import ValidationError
 from microcosm.metadata import Metadata
 from microcosm.registry import get_defaults
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Dialect, Engine, ExceptionContext
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, ExceptionContext
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError, StatementError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -254,7 +254,12 @@ def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, 
         args["sslmode"] = "require"
     else:
         args["sslmode"] = "prefer"
-    if settings["statement_timeout"] is not None:
+    if settings["pgbouncer"]:
+        # Transaction pooling: no startup options (statement_timeout is SET LOCAL per
+        # transaction, see make_engine), and no server-side prepared statements (psycopg 3).
+        if _driver(settings) == "postgresql+psycopg":
+            args["prepare_threshold"] = None  # type: ignore[assignment]  # psycopg's "never prepare"
+    elif settings["statement_timeout"] is not None:
         args["options"] = f"-c statement_timeout={int(settings['statement_timeout'])}"
     if _hosts(settings):
         # Failover: libpq tries the hosts in order and keeps the one that accepts writes.
@@ -338,7 +343,19 @@ def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
     event.listen(engine, "connect", _mark_fresh)
     event.listen(engine, "checkout", _discard_if_server_closed)
     event.listen(engine, "handle_error", _wrap_driver_value_errors)
+    if settings["pgbouncer"] and settings["statement_timeout"] is not None:
+        _set_local_statement_timeout(engine, int(settings["statement_timeout"]))
     return engine
+
+
+def _set_local_statement_timeout(engine: Engine, milliseconds: int) -> None:
+    """Start every transaction with `SET LOCAL statement_timeout`: behind PgBouncer in
+    transaction pooling a session setting would stay on a server connection that other
+    clients then use, and a startup option is refused."""
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Connection) -> None:
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
 
 
 def _wrap_driver_value_errors(context: ExceptionContext) -> Exception | None:
