@@ -31,6 +31,7 @@ __all__ = [
     "check_replicas",
     "replica_lag",
     "check_alembic",
+    "check_engines",
     "check_health",
     "check_migrations",
     "get_current_head_version",
@@ -175,3 +176,27 @@ def check_replicas(graph: GraphLike) -> str:
     """
     lags = replica_lag(graph)
     return "; ".join(str(lag) for lag in lags) if lags else "no read replicas"
+
+
+def check_engines(graph: GraphLike) -> str:
+    """`SELECT 1` on every engine the graph's models route to (`postgres`, and each
+    `__engine__` of `model_engine_routing_strategy`), each on a short-lived connection.
+
+    Raises:
+        DatabaseUnavailableError: naming the engine, host and database that did not answer.
+
+    """
+    from microcosm_postgres.factories.routing import router_for
+
+    graph = as_graph(graph)
+    engines = {"postgres": graph.postgres, **getattr(router_for(graph), "engines", {})}
+    answered = []
+    for name, engine in engines.items():
+        where = f"engine {name!r} (PostgreSQL at {engine.url.host}:{engine.url.port}, database {engine.url.database!r})"
+        try:
+            with translating(), engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except PersistenceError as error:
+            raise DatabaseUnavailableError(f"{where} did not answer: {error}", sqlstate=error.sqlstate) from error
+        answered.append(where)
+    return "; ".join(f"{where} is answering" for where in answered)

@@ -15,10 +15,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 
 from microcosm_postgres.context import SessionContext, transaction
-from microcosm_postgres.errors import CrossEngineTransactionError, UnsafeOperationError
+from microcosm_postgres.errors import CrossEngineTransactionError, DatabaseUnavailableError, UnsafeOperationError
 from microcosm_postgres.example import Company, ExampleGraph
 from microcosm_postgres.factories.routing import ModelRouter, allow_cross_engine_writes
 from microcosm_postgres.graph import as_graph
+from microcosm_postgres.health import check_engines
 from microcosm_postgres.models import EntityMixin, Model
 from microcosm_postgres.operations import create_all, drop_all, recreate_all
 from microcosm_postgres.store import Store
@@ -210,4 +211,21 @@ def test_destructive_operations_check_every_routed_engine(secret_database: Postg
         with pytest.raises(UnsafeOperationError, match="example_production_db"):
             recreate_all(graph)
     finally:
+        graph.postgres.dispose()
+
+
+def test_health_checks_every_routed_engine(graph: ExampleGraph) -> None:
+    report = check_engines(graph)
+    assert "engine 'postgres'" in report and "engine 'secret'" in report and SECRET_DATABASE in report
+
+
+def test_health_names_the_routed_engine_that_does_not_answer(secret_database: PostgresServer) -> None:
+    graph = routed_graph(
+        secret_database, secret={"postgres": {"database_name": run_database("scale_missing"), "engine_retries": 0}}
+    )
+    try:
+        with pytest.raises(DatabaseUnavailableError, match="engine 'secret'"):
+            check_engines(graph)
+    finally:
+        secret_engine(graph).dispose()
         graph.postgres.dispose()
