@@ -60,6 +60,7 @@ def run(graph: ExampleGraph, *, threads: int, reads: int, rows: int) -> float:
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
+    graph.use("sessionmaker", "company_store")  # microcosm builds components lazily, not thread-safely
     workers = [threading.Thread(target=work, args=(number,)) for number in range(threads)]
     started = time.perf_counter()
     for worker in workers:

@@ -110,6 +110,7 @@ def test_transactions_through_pgbouncer_from_four_threads(bounced: ExampleGraph)
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
 
+    bounced.use("sessionmaker", "company_store")  # microcosm builds components lazily, not thread-safely
     threads = [threading.Thread(target=work, args=(number,)) for number in range(THREADS)]
     for thread in threads:
         thread.start()
