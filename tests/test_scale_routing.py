@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any, cast
@@ -179,9 +180,14 @@ def test_cross_engine_writes_by_config(secret_database: PostgresServer) -> None:
         graph.postgres.dispose()
 
 
-def test_default_strategy_keeps_every_model_on_postgres(secret_database: PostgresServer) -> None:
+def test_default_strategy_keeps_every_model_on_postgres_and_says_so(
+    secret_database: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
     graph = as_graph(create_object_graph(name="example", testing=True))
-    assert graph.sessionmaker.kw["router"].get_bind(ScaleSecret) is graph.postgres
+    with caplog.at_level(logging.WARNING, logger="microcosm_postgres.factories.routing"):
+        router = graph.sessionmaker.kw["router"]
+    assert router.get_bind(ScaleSecret) is graph.postgres
+    assert any("ScaleSecret ('secret')" in record.getMessage() for record in caplog.records)
 
 
 def test_unknown_strategy_name_fails_at_graph_creation(secret_database: PostgresServer) -> None:

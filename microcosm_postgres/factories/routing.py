@@ -197,7 +197,25 @@ def _section(graph: Graph, name: str) -> Mapping[str, Any]:
 
 
 def configure_default_engine_routing_strategy(graph: Graph) -> DefaultRouter:
-    """Every statement to the `postgres` engine (reads to its replicas, when configured)."""
+    """Every statement to the `postgres` engine (reads to its replicas, when configured).
+
+    Models that name an `__engine__` are reported with a warning: this strategy keeps
+    them on `postgres` (as 3.x's default did); `model_engine_routing_strategy` routes them.
+
+    """
+    from microcosm_postgres.models import Model
+
+    named = sorted(
+        f"{mapper.class_.__name__} ({engine_name_of(mapper)!r})"
+        for mapper in Model.registry.mappers
+        if engine_name_of(mapper) is not None
+    )
+    if named:
+        logger.warning(
+            "Models name an __engine__ but sessionmaker.engine_routing_strategy is the default one, which keeps "
+            "them on the postgres engine: %s. Set it to model_engine_routing_strategy to route them.",
+            ", ".join(named),
+        )
     return DefaultRouter(graph.postgres, make_replicas(graph.metadata, graph.config["postgres"]))
 
 
