@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import String, create_engine, func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import DatabaseUnavailableError
 from microcosm_postgres.example import Company, ExampleGraph
 from microcosm_postgres.health import check_replicas, replica_lag
+from microcosm_postgres.models import EntityMixin, Model
 from microcosm_postgres.operations import recreate_all
 from microcosm_postgres.provision import provision
+from microcosm_postgres.store import Store
 from microcosm_postgres.testing.server import _free_port
 from microcosm_postgres.testing.topology import ReplicationTopology
 from tests.conftest import run_database
 
 DATABASE = run_database("scale_replicas")
+DRIVER, DEFAULT_DRIVER = "EXAMPLE__POSTGRES__DRIVER", "postgresql+psycopg2"
 
 
 def topology_graph(topology: ReplicationTopology, **postgres: Any) -> ExampleGraph:
@@ -158,3 +163,46 @@ def test_replica_entries_are_host_port_or_urls(topology: ReplicationTopology) ->
         assert all(engine.url.database == DATABASE for engine in replicas.engines)
     finally:
         dispose(graph)
+
+
+class ScaleReplicated(EntityMixin, Model):
+    """A model on a routed engine (`__engine__`) that has a replica of its own."""
+
+    __tablename__ = "scale_replicated"
+    __engine__ = "secret"
+
+    value: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+def test_a_routed_engine_reads_from_its_own_replicas(topology: ReplicationTopology, replay_paused: Engine) -> None:
+    standby = f"{topology.standby.host}:{topology.standby.port}"
+    primary = {"host": topology.primary.host, "port": topology.primary.port, "database_name": DATABASE}
+    loader = load_each(
+        load_from_environ,
+        load_from_dict(
+            postgres=primary,
+            secret={"postgres": {**primary, "replicas": standby, "driver": os.environ.get(DRIVER, DEFAULT_DRIVER)}},
+            sessionmaker={"engine_routing_strategy": "model_engine_routing_strategy"},
+        ),
+    )
+    graph = cast(ExampleGraph, create_object_graph(name="example", testing=True, loader=loader))
+    router = cast(Any, graph).model_engine_routing_strategy
+    store = Store(graph, ScaleReplicated)
+    try:
+        with replay_paused.connect() as connection:
+            connection.execute(text("SELECT pg_wal_replay_resume()"))
+        recreate_all(graph)
+        topology.wait_for_replay()
+        with replay_paused.connect() as connection:
+            connection.execute(text("SELECT pg_wal_replay_pause()"))
+        with SessionContext(graph):
+            with transaction():
+                store.create(ScaleReplicated(value="one"))
+                assert store.count() == 1  # read your writes: the routed engine's primary
+            assert store.count() == 0  # its replica, which has not replayed the commit
+            assert server_port() == topology.primary.port  # `postgres` has no replicas here
+    finally:
+        for replicas in router.replicas.values():
+            replicas.dispose()
+        router.engine("secret").dispose()
+        graph.postgres.dispose()
