@@ -96,7 +96,9 @@ class SessionContext(metaclass=_SessionContextType):
 
     """
 
-    def __init__(self, graph: Any, expire_on_commit: bool = False, *, session: Session | None = None) -> None:
+    def __init__(
+        self, graph: Any, expire_on_commit: bool = False, *, session: Session | None = None, read_only: bool = False
+    ) -> None:
         """
         Args:
             graph: the object graph whose `sessionmaker` makes the session.
@@ -104,9 +106,12 @@ class SessionContext(metaclass=_SessionContextType):
                 True; ours is False, so objects stay readable after their transaction).
             session: use this session instead of making one (it is not closed on exit);
                 for test fixtures that bind a session to an outer transaction.
+            read_only: send every statement to a read replica (`postgres.replicas`; the
+                primary when none is configured or none answers).
 
         """
         self.graph = graph
+        self.read_only = read_only
         self.expire_on_commit = expire_on_commit
         self.session: Session | None = None
         self._given = session
@@ -118,7 +123,8 @@ class SessionContext(metaclass=_SessionContextType):
         if self._given is not None:
             self.session = self._given
         else:
-            self.session = self.graph.sessionmaker(expire_on_commit=self.expire_on_commit)
+            extra = {"read_only": True} if self.read_only else {}
+            self.session = self.graph.sessionmaker(expire_on_commit=self.expire_on_commit, **extra)
         _sessions.push(_sessions.Entry(self.graph, self.session, self))
         return self
 

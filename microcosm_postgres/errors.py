@@ -35,6 +35,7 @@ __all__ = [
     "TRANSLATIONS",
     "AuthenticationFailedError",
     "CommitOutcomeUnknownError",
+    "CrossEngineTransactionError",
     "DatabaseUnavailableError",
     "DuplicateModelError",
     "InvalidInputError",
@@ -287,6 +288,17 @@ class ModelConflictError(PersistenceError):
     status_code = 409
     include_stack_trace = False
     default_message = "The row changed or is locked by another transaction: read it again and decide."
+
+
+class CrossEngineTransactionError(PersistenceError):
+    """One transaction tried to write through two engines (500): its commit could not be
+    atomic. Nothing was sent to the second engine. Write to each engine in its own
+    transaction, or opt in with `routing.allow_cross_engine_writes(session)`."""
+
+    default_message = (
+        "This transaction already wrote through another engine; writing through a second one "
+        "would commit non-atomically. Use one transaction per engine, or opt in explicitly."
+    )
 
 
 @dataclass(frozen=True)

@@ -26,17 +26,34 @@ from microcosm_postgres.migrate import current_revision, head_revision
 
 __all__ = [
     "MigrationStatus",
+    "ReplicaLag",
     "check_alembic",
+    "check_engines",
     "check_health",
     "check_migrations",
+    "check_replicas",
     "get_current_head_version",
     "migration_status",
+    "replica_lag",
 ]
 
 
 def _where(graph: Graph) -> str:
     url = graph.postgres.url
     return f"PostgreSQL at {url.host}:{url.port}, database {url.database!r}"
+
+
+def _located(error: PersistenceError, where: str) -> PersistenceError:
+    """`error` again, its message saying where: the same class (and so `retryable`: a
+    refused login is not retried), the same SQLSTATE, constraint, table and fault."""
+    located = type(error)(
+        f"{where} did not answer: {error}",
+        sqlstate=error.sqlstate,
+        constraint=error.constraint,
+        table=error.table,
+    )
+    located.fault = error.fault
+    return located
 
 
 def check_health(graph: GraphLike) -> str:
@@ -58,15 +75,7 @@ def check_health(graph: GraphLike) -> str:
         with translating():
             session.execute(text("SELECT 1"))
     except PersistenceError as error:
-        # The same class (and so `retryable`: a refused login is not retried), saying where.
-        located = type(error)(
-            f"{_where(graph)} did not answer: {error}",
-            sqlstate=error.sqlstate,
-            constraint=error.constraint,
-            table=error.table,
-        )
-        located.fault = error.fault
-        raise located from error
+        raise _located(error, _where(graph)) from error
     finally:
         if owned is not None:
             owned.close()
@@ -118,3 +127,89 @@ def check_migrations(graph: GraphLike) -> str:
     if status.behind:
         raise MigrationsBehindError(f"Migrations are pending: {status}. Run `upgrade head`.")
     return str(status)
+
+
+@dataclass(frozen=True)
+class ReplicaLag:
+    """How far one read replica is behind its primary.
+
+    Attributes:
+        replica: its `host:port`.
+        seconds: since the last replayed transaction's commit on the primary; 0 when it
+            has replayed all it received (None before it replayed any).
+        bytes: WAL received but not replayed yet.
+
+    """
+
+    replica: str
+    seconds: float | None
+    bytes: int
+
+    def __str__(self) -> str:
+        seconds = "unknown" if self.seconds is None else f"{self.seconds:.3f} s"
+        return f"replica {self.replica} lags {seconds} ({self.bytes} bytes to replay)"
+
+
+_LAG = text(
+    "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END, "
+    "coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)"
+)
+
+
+def replica_lag(graph: GraphLike) -> list[ReplicaLag]:
+    """The lag of each read replica of the graph's engines (`postgres.replicas`), in order.
+
+    Raises:
+        DatabaseUnavailableError: naming the replica that did not answer.
+
+    """
+    from microcosm_postgres.factories.routing import router_for
+
+    lags = []
+    replica_sets = getattr(router_for(as_graph(graph)), "replicas", {})
+    for replicas in replica_sets.values():
+        for engine in replicas.engines:
+            where = f"{engine.url.host}:{engine.url.port}"
+            try:
+                with translating(), engine.connect() as connection:
+                    seconds, behind = connection.execute(_LAG).one()
+            except PersistenceError as error:
+                raise _located(error, f"Read replica {where}") from error
+            lags.append(ReplicaLag(where, None if seconds is None else float(seconds), int(behind)))
+    return lags
+
+
+def check_replicas(graph: GraphLike) -> str:
+    """Report each read replica's lag ("no read replicas" when none is configured).
+
+    Raises:
+        DatabaseUnavailableError: naming the replica that did not answer.
+
+    """
+    lags = replica_lag(graph)
+    return "; ".join(str(lag) for lag in lags) if lags else "no read replicas"
+
+
+def check_engines(graph: GraphLike) -> str:
+    """`SELECT 1` on every engine the graph's models route to (`postgres`, and each
+    `__engine__` of `model_engine_routing_strategy`), each on a short-lived connection.
+
+    Raises:
+        DatabaseUnavailableError: naming the engine, host and database that did not answer.
+
+    """
+    from microcosm_postgres.factories.routing import router_for
+
+    graph = as_graph(graph)
+    engines = {"postgres": graph.postgres, **getattr(router_for(graph), "engines", {})}
+    answered = []
+    for name, engine in engines.items():
+        where = f"engine {name!r} (PostgreSQL at {engine.url.host}:{engine.url.port}, database {engine.url.database!r})"
+        try:
+            with translating(), engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except PersistenceError as error:
+            raise _located(error, where) from error
+        answered.append(where)
+    return "; ".join(f"{where} is answering" for where in answered)

@@ -16,12 +16,15 @@ take an engine, or pytest's `--postgres-allow-destructive`.
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData, inspect
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from microcosm_postgres.errors import MigrationsBehindError, UnsafeOperationError, translating
+from microcosm_postgres.factories.routing import router_for, tables_by_engine
 from microcosm_postgres.graph import Graph, GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model
 from microcosm_postgres.naming import is_test_database_name
@@ -46,8 +49,9 @@ __all__ = [
 _created: set[tuple[str, int, frozenset[str]]] = set()
 
 
-def _key(engine: Engine, metadata: MetaData) -> tuple[str, int, frozenset[str]]:
-    return (engine.url.render_as_string(hide_password=True), id(metadata), frozenset(metadata.tables))
+def _key(engine: Engine, metadata: MetaData, tables: Sequence[Table] | None = None) -> tuple[str, int, frozenset[str]]:
+    names = frozenset(metadata.tables) if tables is None else frozenset(table.key for table in tables)
+    return (engine.url.render_as_string(hide_password=True), id(metadata), names)
 
 
 def require_test_database(
@@ -132,13 +136,17 @@ def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
             f"Database {engine.url.database!r} is at revision {current}, not at the code's head {head}: "
             "creating tables now would skip the migrations in between. Run `migrate upgrade head` instead."
         )
+    existing: set[tuple[str | None, str]] = set()
+    created: list[str] = []
     with translating():
-        with engine.begin() as connection:
-            existing = _existing_tables(connection, metadata)
-            metadata.create_all(connection)
+        for routed, tables in tables_by_engine(graph, metadata):
+            with routed.begin() as connection:
+                existing = _existing_tables(connection, metadata)
+                metadata.create_all(connection, tables=tables)
+            created += [table.fullname for table in tables if (table.schema, table.name) not in existing]
         if head is not None and current is None:
             stamp(graph, "head", model_cls)
-    return [table.fullname for table in metadata.sorted_tables if (table.schema, table.name) not in existing]
+    return [table.fullname for table in metadata.sorted_tables if table.fullname in created]
 
 
 def _drop_version_table(graph: Graph, connection: Connection) -> None:
@@ -160,16 +168,34 @@ def drop_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
 
     """
     graph = as_graph(graph)
-    engine, metadata = graph.postgres, model_cls.metadata
+    metadata = model_cls.metadata
+    groups = tables_by_engine(graph, metadata)
     require_test_graph(graph, action="drop tables")
-    _created.discard(_key(engine, metadata))
-    with translating(), engine.begin() as connection:
-        preparer = connection.dialect.identifier_preparer
-        names = ", ".join(preparer.format_table(table) for table in metadata.sorted_tables)
-        if names:
-            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {names} CASCADE")
-        metadata.drop_all(connection)  # what the tables leave behind: enum types, sequences
-        _drop_version_table(graph, connection)
+    for routed, _ in groups[1:]:
+        _require_routed_test_database(graph, routed, action="drop tables")
+    for routed, tables in groups:
+        _created.discard(_key(routed, metadata, tables))
+        with translating(), routed.begin() as connection:
+            preparer = connection.dialect.identifier_preparer
+            names = ", ".join(preparer.format_table(table) for table in tables)
+            if names:
+                connection.exec_driver_sql(f"DROP TABLE IF EXISTS {names} CASCADE")
+            # What the tables leave behind: enum types, sequences.
+            metadata.drop_all(connection, tables=tables)
+            if routed is graph.postgres:
+                _drop_version_table(graph, connection)
+
+
+def _require_routed_test_database(graph: Graph, engine: Engine, *, action: str) -> None:
+    """`require_test_database` for an engine that models route to (`__engine__ = name`):
+    `<name>.postgres.allow_destructive` opts in, as does the graph's `postgres.allow_destructive`."""
+    engines: Mapping[str, Engine] = getattr(router_for(graph), "engines", {})
+    names = [name for name, routed in engines.items() if routed is engine]
+    sections = [graph.config[name]["postgres"] for name in names]
+    allow = bool(graph.config["postgres"].get("allow_destructive")) or any(
+        bool(section.get("allow_destructive")) for section in sections
+    )
+    require_test_database(engine, service=graph.metadata.name, allow_destructive=allow, action=action)
 
 
 # Tables holding more rows than this are TRUNCATEd by reset_all; smaller ones are
@@ -178,13 +204,19 @@ _DELETE_ROW_LIMIT = 1000
 
 
 def reset_all(
-    engine: Engine, metadata: MetaData, *, lock_timeout_ms: int = 10_000, allow_destructive: bool = False
+    engine: Engine,
+    metadata: MetaData,
+    *,
+    lock_timeout_ms: int = 10_000,
+    allow_destructive: bool = False,
+    tables: Sequence[Table] | None = None,
 ) -> None:
     """Empty every table of `metadata` and restart their sequences, in one statement.
 
     One DO block: tables with more than 1,000 rows go in one `TRUNCATE ... CASCADE`,
     the rest are DELETEd from (children first); then every sequence the tables own
-    restarts. Measured on a durable server, 30 near-empty tables take about 1 ms this
+    restarts; `tables` limits all this to those tables of `metadata`. Measured on a durable
+    server, 30 near-empty tables take about 1 ms this
     way and 50-100 ms with TRUNCATE (see benchmarks/isolation_bench.py). A table locked
     by another transaction fails after `lock_timeout_ms` rather than hanging.
 
@@ -195,7 +227,8 @@ def reset_all(
 
     """
     require_test_database(engine, allow_destructive=allow_destructive, action="empty tables")
-    tables = list(metadata.sorted_tables)
+    chosen = set(metadata.sorted_tables if tables is None else tables)
+    tables = [table for table in metadata.sorted_tables if table in chosen]
     if not tables:
         return
     preparer = engine.dialect.identifier_preparer
@@ -274,20 +307,25 @@ def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
     """
     require_test_graph(graph, action="recreate tables")
     graph = as_graph(graph)
-    engine, metadata = graph.postgres, model_cls.metadata
-    key = _key(engine, metadata)
+    metadata = model_cls.metadata
+    groups = tables_by_engine(graph, metadata)
+    for routed, _ in groups[1:]:
+        _require_routed_test_database(graph, routed, action="recreate tables")
+    keys = [_key(routed, metadata, tables) for routed, tables in groups]
     with translating():
-        if key in _created:
+        if all(key in _created for key in keys):
             try:
-                reset_all(engine, metadata, allow_destructive=True)  # checked above, for this graph
+                for routed, tables in groups:
+                    # Checked above, for this graph and each engine.
+                    reset_all(routed, metadata, tables=tables, allow_destructive=True)
                 return
             except (ProgrammingError, IntegrityError):
                 # A table was dropped behind our back, or a foreign table now references
                 # ours with rows: start over (drop_all cascades).
-                _created.discard(key)
+                _created.difference_update(keys)
     drop_all(graph, model_cls)
     create_all(graph, model_cls)
-    _created.add(key)
+    _created.update(keys)
 
 
 def stamp_head(graph: GraphLike, model_cls: HasMetadata = Model) -> None:

@@ -40,7 +40,7 @@ from microcosm.errors import ValidationError
 from microcosm.metadata import Metadata
 from microcosm.registry import get_defaults
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Dialect, Engine, ExceptionContext
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, ExceptionContext
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError, StatementError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -81,8 +81,14 @@ _FRESH = "microcosm_postgres.fresh"
 _PQTRANS_ACTIVE = 1
 
 
+def _address_list(value: object) -> tuple[str, ...]:
+    """`postgres.replicas` as given: a list, or one string of comma- or space-separated entries (env)."""
+    entries = value.replace(",", " ").split() if isinstance(value, str) else value
+    return tuple(str(entry).strip() for entry in entries or () if str(entry).strip())  # type: ignore[attr-defined]
+
+
 @defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
-    # Server host name, address, or directory of a Unix socket.
+    # Server host name, address, or directory of a Unix socket; "h1:p1,h2:p2" for failover.
     host=typed(str, default_value="localhost"),
     # Server port.
     port=typed(int, default_value=5432),
@@ -141,6 +147,10 @@ _PQTRANS_ACTIVE = 1
     admin_url=typed(str, default_value=None),
     # Let drop/recreate/reset/truncate act on a database that is not a test database (see operations).
     allow_destructive=typed(bool, default_value=False),
+    # Read replicas: "host[:port]" entries or URLs (a list, or one comma-separated string); see routing.
+    replicas=typed(_address_list, default_value=()),
+    # Connect through PgBouncer in transaction pooling mode (no session state; see make_engine).
+    pgbouncer=typed(bool, default_value=False),
 )
 def configure_engine(graph: Graph) -> Engine:
     """Build the service's engine from `graph.config.postgres`.
@@ -226,14 +236,27 @@ def make_url(metadata: Metadata, config: Mapping[str, Any]) -> URL:
 
     """
     settings = _settings(config)
+    hosts = _hosts(settings)
     return URL.create(
         drivername=_driver(settings),
         username=username_for(metadata, settings),
         password=settings["password"] or None,
-        host=settings["host"],
-        port=settings["port"],
+        host=None if hosts else settings["host"],
+        port=None if hosts else settings["port"],
         database=database_name_for(metadata, settings),
+        # Several hosts (libpq multi-host failover): SQLAlchemy's `?host=h1:p1&host=h2:p2` form.
+        query={"host": hosts} if hosts else {},
     )
+
+
+def _hosts(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """`host` listing several comma-separated `host[:port]` entries (port default: `port`),
+    or () for a single host."""
+    host = str(settings["host"])
+    if "," not in host:
+        return ()
+    entries = [entry.strip() for entry in host.split(",") if entry.strip()]
+    return tuple(entry if ":" in entry else f"{entry}:{settings['port']}" for entry in entries)
 
 
 def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, str | int]:
@@ -258,8 +281,16 @@ def _connect_args(metadata: Metadata, settings: Mapping[str, Any]) -> dict[str, 
         args["sslmode"] = "require"
     else:
         args["sslmode"] = "prefer"
-    if settings["statement_timeout"] is not None:
+    if settings["pgbouncer"]:
+        # Transaction pooling: no startup options (statement_timeout is SET LOCAL per
+        # transaction, see make_engine), and no server-side prepared statements (psycopg 3).
+        if _driver(settings) == "postgresql+psycopg":
+            args["prepare_threshold"] = None  # type: ignore[assignment]  # psycopg's "never prepare"
+    elif settings["statement_timeout"] is not None:
         args["options"] = f"-c statement_timeout={int(settings['statement_timeout'])}"
+    if _hosts(settings):
+        # Failover: libpq tries the hosts in order and keeps the one that accepts writes.
+        args["target_session_attrs"] = "read-write"
     return args
 
 
@@ -343,6 +374,8 @@ def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
     bound = response_bound(settings)
     if bound is not None:
         _bound_responses(engine, bound)
+    if settings["pgbouncer"] and settings["statement_timeout"] is not None:
+        _set_local_statement_timeout(engine, int(settings["statement_timeout"]))
     return engine
 
 
@@ -509,6 +542,16 @@ def _refuse_commit_if_server_closed(connection: Any) -> None:
 def server_closed(dbapi_connection: DBAPIConnection) -> bool:
     """Whether the server has closed (or said it is closing) this idle connection; no round trip."""
     return _closed_reason(dbapi_connection) is not None
+
+
+def _set_local_statement_timeout(engine: Engine, milliseconds: int) -> None:
+    """Start every transaction with `SET LOCAL statement_timeout`: behind PgBouncer in
+    transaction pooling a session setting would stay on a server connection that other
+    clients then use, and a startup option is refused."""
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Connection) -> None:
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
 
 
 def _wrap_driver_value_errors(context: ExceptionContext) -> Exception | None:

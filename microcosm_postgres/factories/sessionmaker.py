@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from microcosm.api import defaults, typed
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Mapper, Session, sessionmaker
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction, UOWTransaction, sessionmaker
 from sqlalchemy.sql.elements import ClauseElement
 
-from microcosm_postgres.factories.routing import DefaultRouter, EngineRouter
+from microcosm_postgres.factories.routing import (
+    ALLOW_CROSS_ENGINE_WRITES,
+    READ_ONLY,
+    EngineRouter,
+    Replicas,
+    forget_replicas,
+    forget_writes,
+    note_write,
+    replica_bind,
+    router_for,
+)
 
 if TYPE_CHECKING:
     from microcosm_postgres.graph import Graph
@@ -21,13 +33,29 @@ __all__ = [
 
 
 class RoutingSession(Session):
-    """A Session that asks its `router` for a bind, unless it was given an explicit `bind`."""
+    """A Session that asks its `router` for a bind, unless it was given an explicit `bind`.
+
+    Its transactions write through one engine only (`CrossEngineTransactionError`
+    otherwise), unless `allow_cross_engine_writes` is true; `read_only` sends all its
+    statements to a replica of their engine, when it has one (see `factories.routing`).
+
+    """
 
     def __init__(
-        self, bind: Engine | Connection | None = None, *, router: EngineRouter | None = None, **kwargs: Any
+        self,
+        bind: Engine | Connection | None = None,
+        *,
+        router: EngineRouter | None = None,
+        allow_cross_engine_writes: bool = False,
+        read_only: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(bind, **kwargs)
         self.router = router
+        if allow_cross_engine_writes:
+            self.info[ALLOW_CROSS_ENGINE_WRITES] = True
+        if read_only:
+            self.info[READ_ONLY] = True
 
     def get_bind(
         self,
@@ -38,19 +66,69 @@ class RoutingSession(Session):
     ) -> Engine | Connection:
         if self.router is None or self.bind is not None:
             return super().get_bind(mapper, clause=clause, **kwargs)
-        return self.router.get_bind(mapper=mapper, clause=clause)
+        bind = self.router.get_bind(mapper=mapper, clause=clause)
+        replicas: dict[Engine, Replicas] = getattr(self.router, "replicas", {})
+        if isinstance(bind, Engine) and bind in replicas:
+            return replica_bind(self, bind, replicas[bind], clause)
+        return bind
 
 
-def make_sessionmaker(router: EngineRouter, *, expire_on_commit: bool = False) -> sessionmaker[RoutingSession]:
+@event.listens_for(RoutingSession, "before_flush")
+def _note_flushed_writes(session: Session, flush_context: UOWTransaction, instances: object) -> None:
+    """The flush about to run writes each new, changed or deleted instance through its engine."""
+    for instance in (*session.new, *session.deleted, *session.dirty):
+        if instance in session.dirty and not session.is_modified(instance):
+            continue
+        note_write(session, session.get_bind(type(instance)))
+
+
+@event.listens_for(RoutingSession, "do_orm_execute")
+def _note_executed_writes(state: ORMExecuteState) -> None:
+    """An INSERT / UPDATE / DELETE statement writes through the engine of its model."""
+    if state.is_insert or state.is_update or state.is_delete:
+        note_write(state.session, state.session.get_bind(state.bind_mapper))
+
+
+@event.listens_for(RoutingSession, "after_transaction_end")
+def _end_of_transaction(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        forget_writes(session)
+        forget_replicas(session)
+
+
+def make_sessionmaker(
+    router: EngineRouter, *, expire_on_commit: bool = False, allow_cross_engine_writes: bool = False
+) -> sessionmaker[RoutingSession]:
     """A session factory whose sessions route through `router`.
 
     `expire_on_commit` defaults to False: instances keep their loaded values after a
     commit, so a service can serialize what it just wrote without another query.
 
     """
-    return sessionmaker(class_=RoutingSession, router=router, expire_on_commit=expire_on_commit)
+    return sessionmaker(
+        class_=RoutingSession,
+        router=router,
+        expire_on_commit=expire_on_commit,
+        allow_cross_engine_writes=allow_cross_engine_writes,
+    )
 
 
+@defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
+    # Component that routes statements to engines: `default_engine_routing_strategy` (all to
+    # `postgres`) or `model_engine_routing_strategy` (models with `__engine__` to `<name>.postgres`).
+    engine_routing_strategy=typed(str, default_value="default_engine_routing_strategy"),
+    # Let one transaction write through several engines (its commits are then not atomic).
+    allow_cross_engine_writes=typed(bool, default_value=False),
+)
 def configure_sessionmaker(graph: Graph) -> sessionmaker[RoutingSession]:
-    """Sessions for the service's `postgres` engine."""
-    return make_sessionmaker(DefaultRouter(graph.postgres))
+    """Sessions routed by the strategy `sessionmaker.engine_routing_strategy` names.
+
+    Raises:
+        microcosm.errors.ValidationError: when that name is not a bound routing strategy, or
+            a model names an engine with no configuration.
+
+    """
+    return make_sessionmaker(
+        router_for(graph),
+        allow_cross_engine_writes=bool(graph.config["sessionmaker"]["allow_cross_engine_writes"]),
+    )

@@ -21,6 +21,8 @@ Fixtures:
     postgres_session_graph  (session) the service's testing graph; its role and database
                             are created when missing, and its tables once per test session
                             (by `upgrade head` when the service has migrations).
+    postgres_topology       (session) a throwaway primary and its streaming standby, started on
+                            first use, stopped and deleted at the end (see `testing.topology`).
     postgres_graph          (function) that graph with a SessionContext open in which the
                             test runs inside an outer transaction rolled back at the end.
                             Tests marked `@pytest.mark.postgres_commit` really commit
@@ -70,12 +72,14 @@ from microcosm_postgres.testing.database import (
     use_test_server,
 )
 from microcosm_postgres.testing.isolation import committed, isolated
+from microcosm_postgres.testing.topology import ReplicationTopology
 
 __all__ = [
     "postgres_graph",
     "postgres_server",
     "postgres_service_name",
     "postgres_session_graph",
+    "postgres_topology",
 ]
 
 
@@ -263,3 +267,13 @@ def postgres_graph(postgres_session_graph: Graph, request: pytest.FixtureRequest
     else:
         with isolated(graph):
             yield graph
+
+
+@pytest.fixture(scope="session")
+def postgres_topology() -> Iterator[ReplicationTopology]:
+    """A throwaway primary and a streaming standby of it (see `microcosm_postgres.testing.topology`)."""
+    topology = ReplicationTopology.start()
+    try:
+        yield topology
+    finally:
+        topology.stop()

@@ -137,6 +137,43 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _run_as(*paths: Path) -> dict[str, Any]:
+    """`subprocess.run` arguments that run the server binaries as `postgres` (or `nobody`)
+    when we are root (PostgreSQL refuses root), after giving that account `paths`."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        account = pwd.getpwnam("nobody")
+    for path in paths:
+        os.chown(path, account.pw_uid, account.pw_gid)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
+def _pg_ctl_start(binaries: Path, data: Path, log: Path, port: int, sockets: Path, run_as: dict[str, Any]) -> None:
+    """Start the cluster in `data` on 127.0.0.1:`port` with the throwaway settings; wait until it answers."""
+    options = " ".join(f"-c {key}={value}" for key, value in _FAST_SETTINGS.items())
+    subprocess.run(
+        [
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {sockets} {options}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        **run_as,
+    )
+
+
 @dataclass
 class TemporaryServer:
     """A running throwaway server; `admin_url` connects as its superuser `postgres`."""
@@ -185,15 +222,7 @@ class TemporaryServer:
         directory = Path(tempfile.mkdtemp(prefix="microcosm-postgres-"))
         data, sockets, log = directory / "data", directory / "sockets", directory / "server.log"
         sockets.mkdir()
-        run_as: dict[str, Any] = {}
-        if os.geteuid() == 0:
-            try:
-                account = pwd.getpwnam("postgres")
-            except KeyError:
-                account = pwd.getpwnam("nobody")
-            for path in (directory, sockets):
-                os.chown(path, account.pw_uid, account.pw_gid)
-            run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        run_as = _run_as(directory, sockets)
         port = _free_port()
         subprocess.run(
             [
@@ -212,25 +241,7 @@ class TemporaryServer:
             capture_output=True,
             **run_as,
         )
-        options = " ".join(f"-c {key}={value}" for key, value in _FAST_SETTINGS.items())
-        subprocess.run(
-            [
-                str(binaries / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(log),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                f"-p {port} -k {sockets} {options}",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-            **run_as,
-        )
+        _pg_ctl_start(binaries, data, log, port, sockets, run_as)
 
         def stop() -> None:
             subprocess.run(
