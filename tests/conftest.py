@@ -25,7 +25,7 @@ from uuid import uuid4
 
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -142,6 +142,20 @@ def context(graph: ExampleGraph) -> Iterator[SessionContext]:
     with SessionContext(graph) as context:
         context.recreate_all()
         yield context
+
+
+@pytest.fixture
+def statements(graph: ExampleGraph) -> Iterator[list[str]]:
+    """The SQL statements `graph`'s engine sends while the test runs (to prove what is, or
+    is not, sent)."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(graph.postgres, "before_cursor_execute", record)
+    yield sent
+    event.remove(graph.postgres, "before_cursor_execute", record)
 
 
 @pytest.fixture

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import InvalidInputError, ModelConflictError
 from microcosm_postgres.store import Store
 from tests.models import Gadget
-
-
-@pytest.fixture
-def statements(graph: Any) -> Iterator[list[str]]:
-    recorded: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        recorded.append(statement)
-
-    event.listen(graph.postgres, "before_cursor_execute", record)
-    yield recorded
-    event.remove(graph.postgres, "before_cursor_execute", record)
 
 
 @pytest.fixture

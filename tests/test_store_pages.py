@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import InvalidInputError
 from microcosm_postgres.store import Page, Store
 from tests.models import Gadget, UnixGadget
-
-
-@pytest.fixture
-def statements(graph: Any) -> Iterator[list[str]]:
-    recorded: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        recorded.append(statement)
-
-    event.listen(graph.postgres, "before_cursor_execute", record)
-    yield recorded
-    event.remove(graph.postgres, "before_cursor_execute", record)
 
 
 @pytest.fixture(params=[Gadget, UnixGadget], ids=["datetime-key", "float-key"])

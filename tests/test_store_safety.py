@@ -8,7 +8,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import Integer, cast, event, literal, text
+from sqlalchemy import Integer, cast, literal, text
 from sqlalchemy import exc as sa_exc
 
 from microcosm_postgres.context import SessionContext, transaction
@@ -17,18 +17,6 @@ from microcosm_postgres.example import Company, CompanyType, Employee
 from microcosm_postgres.store import Store
 from tests.legacy_models import Shop, ShopKind, legacy_tables
 from tests.models import Gadget
-
-
-@pytest.fixture
-def statements(graph: Any) -> Iterator[list[str]]:
-    recorded: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        recorded.append(statement)
-
-    event.listen(graph.postgres, "before_cursor_execute", record)
-    yield recorded
-    event.remove(graph.postgres, "before_cursor_execute", record)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, time, timedelta
 from decimal import Decimal
 from enum import Enum, IntEnum
@@ -23,7 +22,6 @@ from sqlalchemy import (
     String,
     Time,
     Uuid,
-    event,
     func,
     select,
     text,
@@ -97,19 +95,6 @@ def session(context: SessionContext) -> Session:
     """The session `context` opened (the tests' `transaction()` blocks run in it)."""
     assert context.session is not None
     return context.session
-
-
-@pytest.fixture
-def statements(graph: Any) -> Iterator[list[str]]:
-    """The SQL statements SQLAlchemy sends while the test runs."""
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(graph.postgres, "before_cursor_execute", record)
-    yield sent
-    event.remove(graph.postgres, "before_cursor_execute", record)
 
 
 def test_the_table_is_a_temporary_table_kept_out_of_shared_metadata(session: Session) -> None:
