@@ -137,6 +137,8 @@ class Store(Generic[ModelT]):
         self.graph = graph
         self.model_class = model_class
         mapper = self._mapper = inspect(model_class)
+        # For Core statements (no mapper of their own): route them as this model's reads.
+        self._bind: dict[str, Any] = {"mapper": mapper}
         self.auto_filter_fields: dict[str, Any] = {}
         for field in auto_filter_fields:
             key = field if isinstance(field, str) else field.key
@@ -317,7 +319,7 @@ class Store(Generic[ModelT]):
                 row[column] = value
             rows.append(row)
         mapper = self._mapper
-        session.execute(insert(mapper.local_table), rows, bind_arguments={"mapper": mapper})
+        session.execute(insert(mapper.local_table), rows, bind_arguments=self._bind)
         if attach:
             for instance in instances:
                 make_transient_to_detached(instance)
@@ -738,13 +740,16 @@ class Store(Generic[ModelT]):
                 ("count", keys),
                 lambda: self._counted(keys),
             )
+            # Core statements carry no mapper: name it, so that a routing session picks this
+            # model's engine (`__engine__`), as it does for the ORM reads.
             with self._translating("count"):
-                return int(self.session.execute(statement, {f"filter_{k}": plain[k] for k in keys}).scalar() or 0)
+                params = {f"filter_{k}": plain[k] for k in keys}
+                return int(self.session.execute(statement, params, bind_arguments=self._bind).scalar() or 0)
         selected = _as_select(self._filter(self._query(*criteria), **filters)).order_by(None)
         # Count what the hooks select, as Query.count() did (joins, DISTINCT, GROUP BY included).
         statement = select(func.count()).select_from(selected.subquery())
         with self._translating("count"):
-            return int(self.session.execute(statement).scalar() or 0)
+            return int(self.session.execute(statement, bind_arguments=self._bind).scalar() or 0)
 
     @postgres_metric_timing()
     def search(
