@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext
 from microcosm_postgres.errors import (
+    AuthenticationFailedError,
     MigrationsBehindError,
     PersistenceError,
     SessionNotOpenError,
@@ -46,8 +47,10 @@ def _where(graph: Graph) -> str:
 def _located(error: PersistenceError, where: str) -> PersistenceError:
     """`error` again, its message saying where: the same class (and so `retryable`: a
     refused login is not retried), the same SQLSTATE, constraint, table and fault."""
+    # A refused login is an answer: say what happened.
+    what = "refused the login" if isinstance(error, AuthenticationFailedError) else "did not answer"
     located = type(error)(
-        f"{where} did not answer: {error}",
+        f"{where} {what}: {error}",
         sqlstate=error.sqlstate,
         constraint=error.constraint,
         table=error.table,

@@ -176,7 +176,7 @@ def test_check_health_keeps_a_refused_login_not_retryable(example_databases: obj
     assert error.retryable is False
     assert error.status_code == 503
     url = graph.postgres.url
-    assert f"PostgreSQL at {url.host}:{url.port}, database {url.database!r} did not answer" in str(error)
+    assert f"PostgreSQL at {url.host}:{url.port}, database {url.database!r} refused the login" in str(error)
     assert repr(role) in str(error)
     assert isinstance(error.__cause__, AuthenticationFailedError)
 
