@@ -19,7 +19,8 @@ suite once per driver.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 from uuid import uuid4
 
@@ -144,18 +145,33 @@ def context(graph: ExampleGraph) -> Iterator[SessionContext]:
         yield context
 
 
+@contextmanager
+def _recording(graph: ExampleGraph, transform: Callable[[str], str]) -> Iterator[list[str]]:
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(transform(statement))
+
+    event.listen(graph.postgres, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(graph.postgres, "before_cursor_execute", record)
+
+
 @pytest.fixture
 def statements(graph: ExampleGraph) -> Iterator[list[str]]:
     """The SQL statements `graph`'s engine sends while the test runs (to prove what is, or
     is not, sent)."""
-    sent: list[str] = []
+    with _recording(graph, lambda statement: statement) as sent:
+        yield sent
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
 
-    event.listen(graph.postgres, "before_cursor_execute", record)
-    yield sent
-    event.remove(graph.postgres, "before_cursor_execute", record)
+@pytest.fixture
+def statement_verbs(graph: ExampleGraph) -> Iterator[list[str]]:
+    """The first word of each statement `graph`'s engine sends (INSERT, SAVEPOINT, ...)."""
+    with _recording(graph, lambda statement: statement.split()[0].upper()) as sent:
+        yield sent
 
 
 @pytest.fixture

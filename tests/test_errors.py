@@ -29,23 +29,23 @@ from tests.conftest import make_graph
 PII = "jane.doe.private@example.com"
 
 
+# Two temporary tables (parent, child) and a row in each: every constraint kind to break.
+TABLES = """
+CREATE TEMP TABLE parent (id int PRIMARY KEY, email varchar(20) UNIQUE);
+CREATE TEMP TABLE child (
+    id int PRIMARY KEY,
+    parent_id int REFERENCES parent(id),
+    qty int NOT NULL CHECK (qty > 0)
+);
+INSERT INTO parent VALUES (1, 'jane.doe@x.io');
+INSERT INTO child VALUES (1, 1, 1);
+"""
+
+
 @pytest.fixture
 def session(graph: ExampleGraph) -> Iterator[Session]:
     with SessionContext(graph) as context, transaction(commit=False) as session:
-        session.execute(
-            text(
-                """
-                CREATE TEMP TABLE parent (id int PRIMARY KEY, email varchar(20) UNIQUE);
-                CREATE TEMP TABLE child (
-                    id int PRIMARY KEY,
-                    parent_id int REFERENCES parent(id),
-                    qty int NOT NULL CHECK (qty > 0)
-                );
-                INSERT INTO parent VALUES (1, 'jane.doe@x.io');
-                INSERT INTO child VALUES (1, 1, 1);
-                """
-            )
-        )
+        session.execute(text(TABLES))
         current = context.session
         assert current is not None
         yield current

@@ -28,6 +28,7 @@ from microcosm_postgres.factories.engine import username_for
 from microcosm_postgres.testing.database import PostgresServer
 from tests.conftest import make_graph
 from tests.scram import ScramServer, scram_server_running
+from tests.test_errors import TABLES
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +54,7 @@ class Lab:
     def connection(self) -> Iterator[Connection]:
         """A connection in a transaction with two temporary tables, rolled back at the end."""
         with self.engine.connect() as connection, connection.begin():
-            connection.execute(
-                text(
-                    """
-                    CREATE TEMP TABLE parent (id int PRIMARY KEY, email varchar(20) UNIQUE);
-                    CREATE TEMP TABLE child (
-                        id int PRIMARY KEY,
-                        parent_id int REFERENCES parent(id),
-                        qty int NOT NULL CHECK (qty > 0)
-                    );
-                    INSERT INTO parent VALUES (1, 'jane.doe@x.io');
-                    INSERT INTO child VALUES (1, 1, 1);
-                    """
-                )
-            )
+            connection.execute(text(TABLES))
             yield connection
 
 

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import (
@@ -21,18 +20,6 @@ from microcosm_postgres.errors import (
 from microcosm_postgres.example import Company, CompanyType, Employee
 from microcosm_postgres.store import Store
 from tests.models import Gadget, UnixGadget
-
-
-@pytest.fixture
-def statements(graph: Any) -> Iterator[list[str]]:
-    recorded: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        recorded.append(statement.split()[0].upper())
-
-    event.listen(graph.postgres, "before_cursor_execute", record)
-    yield recorded
-    event.remove(graph.postgres, "before_cursor_execute", record)
 
 
 def committed(graph: Any, table: str, column: str = "name") -> list[Any]:
@@ -70,7 +57,7 @@ def test_retrieve_missing(gadgets: Store[Any]) -> None:
 
 @pytest.mark.parametrize("identifier", ["not-a-uuid", "", None, 42])
 def test_invalid_identifier_is_not_found_without_sql(
-    gadgets: Store[Any], statements: list[str], identifier: Any
+    gadgets: Store[Any], statement_verbs: list[str], identifier: Any
 ) -> None:
     with transaction():
         gadgets.create(gadgets.model_class(name="first"))
@@ -79,10 +66,10 @@ def test_invalid_identifier_is_not_found_without_sql(
             gadgets.delete,
             lambda i: gadgets.update(i, gadgets.model_class(name="x")),
         ):
-            statements.clear()
+            statement_verbs.clear()
             with pytest.raises(ModelNotFoundError):
                 call(identifier)
-            assert statements == []  # no SQL at all, not even a SAVEPOINT
+            assert statement_verbs == []  # no SQL at all, not even a SAVEPOINT
         gadgets.create(gadgets.model_class(name="second"))  # the transaction is not poisoned
     assert gadgets.count() == 2
 
@@ -102,21 +89,23 @@ def test_update_merges_set_fields_and_refreshes_updated_at(gadgets: Store[Any]) 
     assert gadgets.retrieve(gadget.id).size is None
 
 
-def test_update_missing(gadgets: Store[Any], statements: list[str]) -> None:
+def test_update_missing(gadgets: Store[Any], statement_verbs: list[str]) -> None:
     with pytest.raises(ModelNotFoundError), transaction():
-        statements.clear()
+        statement_verbs.clear()
         gadgets.update(uuid4(), gadgets.model_class(name="x"))
-    assert statements[:1] == ["UPDATE"]
-    assert "SAVEPOINT" not in statements
+    assert statement_verbs[:1] == ["UPDATE"]
+    assert "SAVEPOINT" not in statement_verbs
 
 
-def test_update_is_one_statement_and_refreshes_the_loaded_instance(gadgets: Store[Any], statements: list[str]) -> None:
+def test_update_is_one_statement_and_refreshes_the_loaded_instance(
+    gadgets: Store[Any], statement_verbs: list[str]
+) -> None:
     with transaction():
         gadget = gadgets.create(gadgets.model_class(name="a", size=1))
-    statements.clear()
+    statement_verbs.clear()
     with transaction():
         updated = gadgets.update(gadget.id, gadgets.model_class(size=5))
-    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["UPDATE"]
+    assert [s for s in statement_verbs if s not in ("BEGIN", "COMMIT")] == ["UPDATE"]
     assert updated is gadget
     assert (gadget.name, gadget.size) == ("a", 5)
 
@@ -141,14 +130,14 @@ def test_replace_updates_or_creates(gadgets: Store[Any]) -> None:
     assert gadgets.count() == 1
 
 
-def test_delete_is_one_statement(gadgets: Store[Any], statements: list[str]) -> None:
+def test_delete_is_one_statement(gadgets: Store[Any], statement_verbs: list[str]) -> None:
     with transaction():
         gadget = gadgets.create(gadgets.model_class(name="a"))
-    statements.clear()
+    statement_verbs.clear()
     with transaction():
         assert gadgets.delete(gadget.id) is True
-    assert statements.count("DELETE") == 1
-    assert "SELECT" not in statements
+    assert statement_verbs.count("DELETE") == 1
+    assert "SELECT" not in statement_verbs
     with pytest.raises(ModelNotFoundError), transaction():
         gadgets.delete(gadget.id)
     assert gadgets.count() == 0
@@ -172,11 +161,11 @@ def test_search_count_filters_and_pagination(gadgets: Store[Any]) -> None:
 
 
 @pytest.mark.parametrize(("offset", "limit"), [(-1, None), (None, -1), ("1", None), (None, 1.5)])
-def test_bad_pagination_sends_no_sql(gadgets: Store[Any], statements: list[str], offset: Any, limit: Any) -> None:
-    statements.clear()
+def test_bad_pagination_sends_no_sql(gadgets: Store[Any], statement_verbs: list[str], offset: Any, limit: Any) -> None:
+    statement_verbs.clear()
     with pytest.raises(InvalidInputError) as raised:
         gadgets.search(offset=offset, limit=limit)
-    assert statements == []
+    assert statement_verbs == []
     assert raised.value.status_code == 400
 
 
