@@ -240,7 +240,7 @@ def _tables_of(graph: Graph, engine: Engine, model_cls: HasMetadata) -> frozense
     """The keys of `model_cls.metadata`'s tables routed to `engine`; None when nothing is routed."""
     if not _routed_engines(graph):
         return None
-    for routed, tables in tables_byengine_named(graph, model_cls.metadata):
+    for routed, tables in tables_by_engine(graph, model_cls.metadata):
         if routed is engine:
             return frozenset(table.key for table in tables)
     return frozenset()

@@ -106,7 +106,7 @@ def subgraph(graph: GraphLike, shard: str) -> Graph:
     parent = parent_of(graph)
     if check_shard_name(parent, shard) == GLOBAL_SHARD_NAME:
         return parent
-    return ShardGraph(parent, shard)  # type: ignore[return-value]  # a Graph by protocol (see graph.py)
+    return ShardGraph(parent, shard)
 
 
 def subgraphs(graph: GraphLike) -> list[Graph]:
@@ -121,6 +121,6 @@ def subgraphs(graph: GraphLike) -> list[Graph]:
 
     """
     if isinstance(graph, ShardGraph):
-        return [graph]  # type: ignore[list-item]
+        return [graph]
     parent = as_graph(graph)
     return [subgraph(parent, name) for name in selected_shard_names(parent)]

@@ -67,9 +67,7 @@ def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
         operations.recreate_all(shard, model_cls)
 
 
-def createall_command(
-    graph: GraphLike, args: Sequence[str] | None = None, *, model_cls: HasMetadata = Model
-) -> None:
+def createall_command(graph: GraphLike, args: Sequence[str] | None = None, *, model_cls: HasMetadata = Model) -> None:
     """The `createall` command line (`--drop`, `--raiseerr`) on every shard, each under a
     `shard '<name>':` line. A failure on one shard stops there (one line, exit status 1).
 

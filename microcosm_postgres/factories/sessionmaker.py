@@ -119,12 +119,13 @@ def make_sessionmaker(
     commit, so a service can serialize what it just wrote without another query.
 
     """
+    options: dict[str, Any] = {"shard": shard} if shard is not None else {}
     return sessionmaker(
         class_=RoutingSession,
         router=router,
         expire_on_commit=expire_on_commit,
         allow_cross_engine_writes=allow_cross_engine_writes,
-        **({"shard": shard} if shard is not None else {}),
+        **options,
     )
 
 

@@ -8,6 +8,8 @@ migrate one after the other.
 
 """
 
+from typing import Any
+
 from alembic import context
 
 from microcosm_postgres.migrate import ENGINE, METADATA, OPTIONS, TABLES, compare_type, render_item
@@ -15,21 +17,22 @@ from microcosm_postgres.migrate import ENGINE, METADATA, OPTIONS, TABLES, compar
 config = context.config
 engine = config.attributes[ENGINE]
 options = {"render_item": render_item, "compare_type": compare_type, **config.attributes.get(OPTIONS, {})}
-own_tables = config.attributes.get(TABLES)
+own_tables: frozenset[str] | None = config.attributes.get(TABLES)
 
 if own_tables is not None:
     # Several engines: autogenerate and `check` see only the tables routed to this engine, and
     # never propose dropping a table that belongs to another engine.
-    other_tables = {table.name for key, table in config.attributes[METADATA].tables.items() if key not in own_tables}
+    routed_here: frozenset[str] = own_tables
+    other_tables = {table.name for key, table in config.attributes[METADATA].tables.items() if key not in routed_here}
     configured_include = options.get("include_object")
 
-    def include_object(obj, name, type_, reflected, compare_to):
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ == "table":
-            if not reflected and obj.key not in own_tables:
+            if not reflected and obj.key not in routed_here:
                 return False
             if reflected and compare_to is None and name in other_tables:
                 return False
-        return configured_include is None or configured_include(obj, name, type_, reflected, compare_to)
+        return configured_include is None or bool(configured_include(obj, name, type_, reflected, compare_to))
 
     options["include_object"] = include_object
 
