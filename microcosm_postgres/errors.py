@@ -313,8 +313,17 @@ class ShardError(PersistenceError):
 
     default_message = "The shard could not be used."
 
-    def __init__(self, message: str | None = None, cause: BaseException | None = None, *, shard: str | None = None):
-        super().__init__(message, cause)
+    def __init__(
+        self,
+        message: str | None = None,
+        cause: BaseException | None = None,
+        *,
+        shard: str | None = None,
+        sqlstate: str | None = None,
+        constraint: str | None = None,
+        table: str | None = None,
+    ) -> None:
+        super().__init__(message, cause, sqlstate=sqlstate, constraint=constraint, table=table)
         self.shard = shard
 
 
