@@ -36,6 +36,7 @@ The environment variable `SHARD` limits the shard helpers (`microcosm_postgres.s
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -331,9 +332,32 @@ class ClientShard:
         return shard
 
 
+def _client_mapping(value: object) -> dict[str, str]:
+    """`client_shard.mapping` as given: a mapping, or (from the environment) a JSON object or
+    `client:shard` pairs separated by commas."""
+    if isinstance(value, Mapping):
+        return {str(client): str(shard) for client, shard in value.items()}
+    text = str(value or "").strip()
+    if text.startswith("{"):
+        loaded = json.loads(text)
+        if not isinstance(loaded, dict):
+            raise ShardConfigurationError("client_shard.mapping must be a JSON object of client id -> shard name.")
+        return {str(client): str(shard) for client, shard in loaded.items()}
+    mapping = {}
+    for pair in filter(None, (entry.strip() for entry in text.split(","))):
+        client, separator, shard = pair.rpartition(":")
+        if not separator or not client or not shard:
+            raise ShardConfigurationError(
+                f"client_shard.mapping: {pair!r} is not `client:shard` (pairs separated by commas, or a JSON object)."
+            )
+        mapping[client.strip()] = shard.strip()
+    return mapping
+
+
 @defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
-    # Client id (the X-Request-Client header) -> shard name: the only clients that get a shard.
-    mapping=typed(dict, default_value={}),
+    # Client id (the X-Request-Client header) -> shard name: the only clients that get a shard
+    # (from the environment: `client:shard,client:shard` or a JSON object).
+    mapping=typed(_client_mapping, default_value={}),
 )
 def configure_client_shard(graph: Graph) -> ClientShard:
     """The request -> shard chooser (see `ClientShard`).
@@ -342,4 +366,4 @@ def configure_client_shard(graph: Graph) -> ClientShard:
         ShardConfigurationError: when the mapping names a shard that is not configured.
 
     """
-    return ClientShard(graph, graph.config["client_shard"]["mapping"] or {})
+    return ClientShard(graph, _client_mapping(graph.config["client_shard"]["mapping"]))
