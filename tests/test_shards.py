@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
+from microcosm_postgres import migrate
 from microcosm_postgres import shards as shard_helpers
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import (
@@ -40,6 +41,7 @@ from microcosm_postgres.sharded_subgraph import ShardGraph, shard_of, subgraph, 
 from microcosm_postgres.testing.server import _free_port
 from microcosm_postgres.testing.topology import ServerGroup
 from tests.conftest import database_in_use, run_database
+from tests.test_scale_routing import ScaleSecret
 
 SHARD_DATABASE = run_database("shard")
 SHARDS = ("east", "west", "north")
@@ -375,9 +377,57 @@ def test_shards_from_the_environment(servers: ServerGroup, monkeypatch: pytest.M
     monkeypatch.setenv("EXAMPLE__SHARDS__EAST__POSTGRES__HOST", servers[0].host)
     monkeypatch.setenv("EXAMPLE__SHARDS__EAST__POSTGRES__PORT", str(servers[0].port))
     monkeypatch.setenv("EXAMPLE__SHARDS__EAST__POSTGRES__DATABASE_NAME", SHARD_DATABASE)
+    monkeypatch.setenv("EXAMPLE__CLIENT_SHARD__MAPPING", "acme:mobile:east, acme-web:global")
     graph = cast(ExampleGraph, create_object_graph(name="example", testing=True, loader=load_from_environ))
     try:
         assert cast(Any, graph).shards["east"].url.port == servers[0].port
         assert str(servers[0].port) in shard_helpers.check_health(graph)["east"]
+        assert cast(Any, graph).client_shard.mapping == {"acme:mobile": "east", "acme-web": "global"}
     finally:
         dispose(graph)
+    monkeypatch.setenv("EXAMPLE__CLIENT_SHARD__MAPPING", '{"acme-web": "east"}')
+    graph = cast(ExampleGraph, create_object_graph(name="example", testing=True, loader=load_from_environ))
+    assert cast(Any, graph).client_shard.shard_for({"X-Request-Client": "acme-web"}) == "east"
+    monkeypatch.setenv("EXAMPLE__CLIENT_SHARD__MAPPING", "acme-web")
+    with pytest.raises(ShardConfigurationError):
+        create_object_graph(name="example", testing=True, loader=load_from_environ)
+
+
+def test_routed_models_keep_their_engine_on_every_shard(servers: ServerGroup) -> None:
+    secret = {
+        "postgres": {
+            "host": servers[2].host,
+            "port": servers[2].port,
+            "database_name": run_database("shard_secret"),
+        }
+    }
+    provision("example", testing=True, database_name=run_database("shard_secret"), admin_url=servers[2].admin_url)
+    graph = sharded_graph(
+        servers, sessionmaker={"engine_routing_strategy": "model_engine_routing_strategy"}, secret=secret
+    )
+    try:
+        makers = cast(Any, graph).sessionmakers
+        router = cast(Any, graph).model_engine_routing_strategy
+        secret_engine = router.engine("secret")
+        for name in SHARDS:
+            session = makers[name]()
+            try:
+                assert session.get_bind(ScaleSecret) is secret_engine
+                assert session.get_bind(Company) is cast(Any, graph).shards[name]
+            finally:
+                session.close()
+        east = subgraph(graph, "east")
+        assert migrate.engine_names(east) == ["postgres", "secret"]
+    finally:
+        dispose(graph)
+        cast(Any, graph).model_engine_routing_strategy.engine("secret").dispose()
+
+
+def test_a_shard_context_recreates_its_own_shard(graph: ExampleGraph, servers: ServerGroup) -> None:
+    for name in ("west", "north"):
+        with SessionContext(graph, shard=name), transaction():
+            graph.company_store.create(Company(name=f"{name}-co"))
+    with SessionContext(graph, shard="north") as context:
+        context.recreate_all()
+        assert graph.company_store.count() == 0
+    assert rows_on(servers[1].admin_url, SHARD_DATABASE, "SELECT name FROM company") == ["west-co"]
