@@ -34,7 +34,8 @@ from microcosm_postgres.errors import (
     UnsafeOperationError,
 )
 from microcosm_postgres.example import Company, ExampleGraph
-from microcosm_postgres.factories.shards import ClientShard
+from microcosm_postgres.factories.engine import make_url
+from microcosm_postgres.factories.shards import ClientShard, same_database
 from microcosm_postgres.graph import as_graph
 from microcosm_postgres.provision import provision
 from microcosm_postgres.sharded_subgraph import ShardGraph, shard_of, subgraph, subgraphs
@@ -431,3 +432,21 @@ def test_a_shard_context_recreates_its_own_shard(graph: ExampleGraph, servers: S
         context.recreate_all()
         assert graph.company_store.count() == 0
     assert rows_on(servers[1].admin_url, SHARD_DATABASE, "SELECT name FROM company") == ["west-co"]
+
+
+def test_same_database_compares_every_listed_host() -> None:
+    def url(host: str, database: str = "example_test_db") -> URL:
+        return make_url(
+            create_object_graph(name="example", testing=True).metadata, {"host": host, "database_name": database}
+        )
+
+    assert same_database(url("db-a:5432,db-b:5432"), url("DB-B"))
+    assert not same_database(url("db-a:5432,db-b:5432"), url("db-c"))
+    assert not same_database(url("db-a"), url("db-a", "example_test_other_db"))
+
+
+def test_a_shard_without_a_postgres_section_is_refused(servers: ServerGroup) -> None:
+    graph = sharded_graph(servers, shards={"east": {"host": "db-east"}})
+    with pytest.raises(ShardConfigurationError) as raised:
+        graph.use("shards")
+    assert "EXAMPLE__SHARDS__EAST__POSTGRES__HOST" in str(raised.value)
