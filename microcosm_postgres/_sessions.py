@@ -46,6 +46,11 @@ def pop(owner: object) -> None:
     _open_sessions.set(tuple(entry for entry in _open_sessions.get() if entry.owner is not owner))
 
 
+def entries() -> tuple[Entry, ...]:
+    """The open entries of this thread / task, outermost first."""
+    return _open_sessions.get()
+
+
 def innermost() -> Entry:
     """The innermost open entry. Raises SessionNotOpenError when there is none."""
     stack = _open_sessions.get()

@@ -30,6 +30,7 @@ from microcosm_postgres.errors import (
     CommitOutcomeUnknownError,
     DatabaseUnavailableError,
     PersistenceError,
+    ShardChangeError,
     TransactionAbortedError,
     make_error,
     translate,
@@ -97,7 +98,13 @@ class SessionContext(metaclass=_SessionContextType):
     """
 
     def __init__(
-        self, graph: Any, expire_on_commit: bool = False, *, session: Session | None = None, read_only: bool = False
+        self,
+        graph: Any,
+        expire_on_commit: bool = False,
+        *,
+        session: Session | None = None,
+        read_only: bool = False,
+        shard: str | None = None,
     ) -> None:
         """
         Args:
@@ -108,6 +115,10 @@ class SessionContext(metaclass=_SessionContextType):
                 for test fixtures that bind a session to an outer transaction.
             read_only: send every statement to a read replica (`postgres.replicas`; the
                 primary when none is configured or none answers).
+            shard: the shard the session works on (`shards.<name>.postgres`); None means
+                `global` (the `postgres` engine), or the shard of a `sharded_subgraph`
+                graph. Checked when the context opens (`UnknownShardError`, 400) and fixed
+                for the session's life; the graph's stores then use that shard.
 
         """
         self.graph = graph
@@ -115,17 +126,43 @@ class SessionContext(metaclass=_SessionContextType):
         self.expire_on_commit = expire_on_commit
         self.session: Session | None = None
         self._given = session
+        self._shard = shard
+
+    @property
+    def shard(self) -> str:
+        """The shard this context's session works on (`global` unless one was chosen); read-only."""
+        from microcosm_postgres.sharded_subgraph import shard_of
+
+        return self._shard if self._shard is not None else shard_of(self.graph)
+
+    def _shard_graph(self) -> Any:
+        """The graph-like of this context's shard (the graph itself for `global`)."""
+        from microcosm_postgres.sharded_subgraph import subgraph
+
+        return subgraph(self.graph, self.shard) if self._sharded() else self.graph
+
+    def _sharded(self) -> bool:
+        from microcosm_postgres.sharded_subgraph import ShardGraph
+
+        return self._shard is not None or isinstance(self.graph, ShardGraph)
 
     def open(self) -> SessionContext:
         """Make a session and push it; returns self. Opening twice is an error."""
         if self.session is not None:
             raise RuntimeError("This SessionContext is already open; make a new SessionContext(graph).")
+        from microcosm_postgres.sharded_subgraph import parent_of
+
+        graph, target, shard = parent_of(self.graph), self._shard_graph(), self.shard
+        _refuse_shard_change(graph, shard)
         if self._given is not None:
             self.session = self._given
         else:
             extra = {"read_only": True} if self.read_only else {}
-            self.session = self.graph.sessionmaker(expire_on_commit=self.expire_on_commit, **extra)
-        _sessions.push(_sessions.Entry(self.graph, self.session, self))
+            self.session = target.sessionmaker(expire_on_commit=self.expire_on_commit, **extra)
+        # A shard's session is the session of the parent graph (its stores), on that shard.
+        _sessions.push(_sessions.Entry(graph, self.session, self))
+        if self._given is not None and self._sharded():
+            self.session.info.setdefault(_SHARD, shard)
         return self
 
     def close(self) -> None:
@@ -161,16 +198,23 @@ class SessionContext(metaclass=_SessionContextType):
         """
         from microcosm_postgres.operations import recreate_all, require_test_graph
 
-        require_test_graph(self.graph, action="recreate tables")  # before touching the session
+        target = self._shard_graph()
+        require_test_graph(target, action="recreate tables")  # before touching the session
         if self.session is not None:
             self.session.rollback()
             self.session.expunge_all()
-        recreate_all(self.graph)
+        recreate_all(target)
 
     @classmethod
-    def make(cls, graph: Any, expire_on_commit: bool = False) -> SessionContext:
-        """Open a SessionContext and return it (close it with `.close()`)."""
-        return cls(graph, expire_on_commit=expire_on_commit).open()
+    def make(cls, graph: Any, expire_on_commit: bool = False, *, shard: str | None = None) -> SessionContext:
+        """Open a SessionContext (on `shard`, see `__init__`) and return it (close it with `.close()`).
+
+        Raises:
+            UnknownShardError: when `shard` names no shard of the graph (400).
+            ShardChangeError: when a transaction of this graph on another shard is open.
+
+        """
+        return cls(graph, expire_on_commit=expire_on_commit, shard=shard).open()
 
     @staticmethod
     def session_for(graph: Any) -> Session:
@@ -181,6 +225,33 @@ class SessionContext(metaclass=_SessionContextType):
 
         """
         return _sessions.session_for(graph)
+
+
+# Session.info key of a session's shard (see factories.sessionmaker.SHARD; absent: global).
+_SHARD = "microcosm_postgres.shard"
+
+
+def _refuse_shard_change(graph: Any, shard: str) -> None:
+    """Refuse a session on `shard` while a `transaction()` block of `graph` on another shard
+    is open in this thread / task: the graph's stores would leave that transaction's shard.
+
+    Raises:
+        ShardChangeError: naming both shards.
+
+    """
+    from microcosm_postgres.constants import GLOBAL_SHARD_NAME
+
+    for entry in _sessions.entries():
+        if entry.graph is not graph or not in_transaction_block(entry.session):
+            continue
+        current = entry.session.info.get(_SHARD, GLOBAL_SHARD_NAME)
+        if current != shard:
+            raise ShardChangeError(
+                f"A transaction on shard {current!r} is open, and a session on shard {shard!r} was asked for: "
+                "one transaction belongs to one shard, and the graph's stores would leave it. Finish the "
+                "transaction first, then open the other shard's SessionContext.",
+                shard=shard,
+            )
 
 
 def rollback_quietly(transaction: SessionTransaction) -> None:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from microcosm.errors import ValidationError
 from sqlalchemy import exc as sa_exc
 
 __all__ = [
@@ -50,9 +51,14 @@ __all__ = [
     "QueryTimeoutError",
     "ReferencedModelError",
     "SessionNotOpenError",
+    "ShardChangeError",
+    "ShardConfigurationError",
+    "ShardError",
+    "ShardNotAllowedError",
     "TransactionAbortedError",
     "TransactionConflictError",
     "Translation",
+    "UnknownShardError",
     "UnsafeOperationError",
     "connect_error",
     "fault_of",
@@ -299,6 +305,65 @@ class CrossEngineTransactionError(PersistenceError):
         "This transaction already wrote through another engine; writing through a second one "
         "would commit non-atomically. Use one transaction per engine, or opt in explicitly."
     )
+
+
+class ShardError(PersistenceError):
+    """Base class of the errors about choosing a shard (`SessionContext(graph, shard=...)`,
+    `client_shard`). Attributes: `shard`, the shard asked for (None when none was named)."""
+
+    default_message = "The shard could not be used."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        cause: BaseException | None = None,
+        *,
+        shard: str | None = None,
+        sqlstate: str | None = None,
+        constraint: str | None = None,
+        table: str | None = None,
+    ) -> None:
+        super().__init__(message, cause, sqlstate=sqlstate, constraint=constraint, table=table)
+        self.shard = shard
+
+
+class UnknownShardError(ShardError):
+    """A shard name that is neither `global` nor configured under `shards.<name>.postgres`
+    (400): the caller named it, so the caller must name a configured one."""
+
+    status_code = 400
+    include_stack_trace = False
+    default_message = "No such shard: name `global` or a shard configured under `shards`."
+
+
+class ShardNotAllowedError(ShardError):
+    """A request may not choose this shard (403): its client id is not in
+    `client_shard.mapping`, it sent no client id, or it named a shard itself
+    (`X-Request-Shard`) other than the one its client maps to."""
+
+    status_code = 403
+    include_stack_trace = False
+    default_message = "This request may not use that shard: the shard comes from the client's mapping only."
+
+
+class ShardChangeError(ShardError):
+    """A session for another shard was opened while a transaction on this graph's current
+    shard is open (500, a programming error): one transaction belongs to one shard. End the
+    transaction first, or open the other shard's session outside it."""
+
+    status_code = 500
+    default_message = "The shard cannot change inside a transaction: finish the transaction first."
+
+
+class ShardConfigurationError(ShardError, ValidationError):
+    """The `shards` configuration is unusable (500), found when the `shards` or
+    `sessionmakers` component is created: two shards (or a shard and `postgres`) resolve to
+    the same server and database, so their rows would silently land together; a shard
+    named `global`; or a `SHARD` environment variable naming no shard. Messages never show
+    a password."""
+
+    status_code = 500
+    default_message = "The shards configuration is unusable."
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from microcosm_postgres.errors import (
     translating,
 )
 from microcosm_postgres.graph import Graph, GraphLike, as_graph
-from microcosm_postgres.migrate import current_revision, head_revision
+from microcosm_postgres.migrate import current_revision, engine_names, head_revision
 
 __all__ = [
     "MigrationStatus",
@@ -69,9 +69,15 @@ def check_health(graph: GraphLike) -> str:
             reached), its message naming host and database (never the password).
 
     """
+    from microcosm_postgres.constants import GLOBAL_SHARD_NAME
+    from microcosm_postgres.factories.sessionmaker import SHARD
+    from microcosm_postgres.sharded_subgraph import shard_of
+
     graph = as_graph(graph)
     try:
         session, owned = SessionContext.session_for(graph), None
+        if session.info.get(SHARD, GLOBAL_SHARD_NAME) != shard_of(graph):
+            session = owned = graph.sessionmaker()  # the open session is on another shard
     except SessionNotOpenError:
         session = owned = graph.sessionmaker()
     try:
@@ -85,14 +91,15 @@ def check_health(graph: GraphLike) -> str:
     return f"{_where(graph)} is answering"
 
 
-def check_alembic(graph: GraphLike) -> str | None:
-    """The database's current Alembic revision (None when it was never migrated or stamped)."""
-    return current_revision(graph)
+def check_alembic(graph: GraphLike, *, engine: str | None = None) -> str | None:
+    """The database's current Alembic revision (None when it was never migrated or stamped);
+    `engine` names a routed engine (`__engine__`), whose own database and history are read."""
+    return current_revision(graph, engine=engine)
 
 
-def get_current_head_version(graph: GraphLike) -> str | None:
-    """The code's head revision (None when the service has no migrations)."""
-    return head_revision(graph)
+def get_current_head_version(graph: GraphLike, *, engine: str | None = None) -> str | None:
+    """The code's head revision (None when the service has no migrations); `engine`: a routed engine's."""
+    return head_revision(graph, engine=engine)
 
 
 @dataclass(frozen=True)
@@ -112,24 +119,30 @@ class MigrationStatus:
         return f"database at {self.current or 'no revision'}, code at {self.head}"
 
 
-def migration_status(graph: GraphLike) -> MigrationStatus:
-    """Where the database stands against the code."""
-    head = head_revision(graph)  # first: a broken migrations lookup is reported without connecting
-    return MigrationStatus(current=current_revision(graph), head=head)
+def migration_status(graph: GraphLike, *, engine: str | None = None) -> MigrationStatus:
+    """Where the database (of the routed `engine`, when named) stands against the code."""
+    head = head_revision(graph, engine=engine)  # first: a broken migrations lookup is reported without connecting
+    return MigrationStatus(current=current_revision(graph, engine=engine), head=head)
 
 
 def check_migrations(graph: GraphLike) -> str:
-    """Check that the database is at the code's head revision.
+    """Check that the database, and every routed engine's, is at its history's head revision.
 
     Raises:
-        MigrationsBehindError: when it is not (the message names both revisions).
-        DatabaseUnavailableError: when the database cannot be reached.
+        MigrationsBehindError: when one is not (the message names the engine and both revisions).
+        MissingEngineMigrationsError: when a routed engine has models but no history.
+        DatabaseUnavailableError: when a database cannot be reached.
 
     """
-    status = migration_status(graph)
-    if status.behind:
-        raise MigrationsBehindError(f"Migrations are pending: {status}. Run `upgrade head`.")
-    return str(status)
+    names = engine_names(graph)
+    reports = []
+    for name in names:
+        status = migration_status(graph, engine=name)
+        where = f"engine {name!r}: " if len(names) > 1 else ""
+        if status.behind:
+            raise MigrationsBehindError(f"Migrations are pending: {where}{status}. Run `upgrade head`.")
+        reports.append(f"{where}{status}")
+    return "; ".join(reports)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,23 @@ template ship inside this package; the graph's engine and `model_cls.metadata` r
 them through `Config.attributes`. Extra `context.configure` options come from
 `graph.config.alembic.environment_options` when that config exists.
 
+Routed engines (`__engine__ = "secret"` with `model_engine_routing_strategy`): each keeps
+its own history, in the subdirectory of the migrations named for the engine
+(`migrations/secret/`), and its own version table in its own database. `upgrade`,
+`downgrade`, `current`, `stamp` and `check` run on the `postgres` engine, then on every
+routed engine (`--engine NAME` limits them to one); `revision`, `history`, `heads` and the
+other commands that only read the scripts run once, on the `postgres` history unless
+`--engine NAME` names another (`revision --engine secret --autogenerate -m ...` compares
+the secret database with the secret engine's tables only). A routed engine whose models
+exist but whose directory does not is refused with `MissingEngineMigrationsError`,
+which says how to create it. A revision id belongs to one history: pass `--engine` with
+`upgrade <id>` / `downgrade <id>` of a routed engine.
+
+Shards (`shards.<name>.postgres`): they all share the `postgres` history; `main` runs
+the database commands on `global` and then on each shard (the `SHARD` environment
+variable limits that to one), the scripts-only ones once. A routed engine is shared by
+the shards, so it is migrated once per run.
+
 """
 
 from __future__ import annotations
@@ -31,6 +48,7 @@ import logging
 import os
 import sys
 from argparse import Namespace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +60,26 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from microcosm.errors import NotBoundError
 from sqlalchemy import BigInteger, Column, Integer
+from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeEngine
 
 from microcosm_postgres._cli import report_failure
 from microcosm_postgres.errors import PersistenceError, translating
+from microcosm_postgres.factories.routing import router_for, tables_by_engine
+from microcosm_postgres.factories.shards import same_database
 from microcosm_postgres.graph import Graph, GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model, UTCDateTime
+from microcosm_postgres.sharded_subgraph import shard_of, subgraphs
 from microcosm_postgres.types import EnumType, Serial
 
 __all__ = [
+    "DEFAULT_ENGINE",
+    "MissingEngineMigrationsError",
     "UnresolvedMigrationsError",
     "compare_type",
     "current_revision",
+    "engine_named",
+    "engine_names",
     "get_migrations_dir",
     "head_revision",
     "main",
@@ -69,12 +95,21 @@ __all__ = [
 ENGINE = "microcosm_postgres.engine"
 METADATA = "microcosm_postgres.metadata"
 OPTIONS = "microcosm_postgres.environment_options"
+TABLES = "microcosm_postgres.tables"
+
+#: The engine name of the `postgres` engine (the default history, in `migrations/` itself).
+DEFAULT_ENGINE = "postgres"
 
 _ENVIRONMENT = Path(__file__).parent / "migration_environment"
 
 
 class UnresolvedMigrationsError(CommandError):
     """The graph does not resolve the `migrations/` directory that its models' package has."""
+
+
+class MissingEngineMigrationsError(CommandError):
+    """Models route to an engine (`__engine__`) whose migration history does not exist yet
+    (or an engine name no model routes to was given)."""
 
 
 def _model_directories(model_cls: HasMetadata) -> list[Path]:
@@ -149,20 +184,92 @@ def get_migrations_dir(graph: GraphLike) -> str:
     return str(migrations_dir(graph))
 
 
-def make_config(graph: GraphLike, model_cls: HasMetadata = Model, cmd_opts: Namespace | None = None) -> Config:
-    """An Alembic `Config` for `graph`: its engine, its migrations, `model_cls.metadata`.
+def _routed_engines(graph: Graph) -> dict[str, Engine]:
+    engines: dict[str, Engine] = getattr(router_for(graph), "engines", {})
+    return dict(engines)
+
+
+def engine_names(graph: GraphLike) -> list[str]:
+    """The engines with a migration history: `postgres`, then each engine models route to."""
+    return [DEFAULT_ENGINE, *_routed_engines(as_graph(graph))]
+
+
+def engine_named(graph: GraphLike, name: str) -> Engine:
+    """The engine `name` stands for: `postgres`, or an engine models route to.
 
     Raises:
-        alembic.util.CommandError: when the migrations directory does not exist.
+        MissingEngineMigrationsError: no model routes to `name`, or it shares the `postgres`
+            engine's database (two histories cannot share a version table).
 
     """
     graph = as_graph(graph)
+    if name == DEFAULT_ENGINE:
+        return graph.postgres
+    engines = _routed_engines(graph)
+    if name not in engines:
+        known = ", ".join(repr(known) for known in engine_names(graph))
+        raise MissingEngineMigrationsError(
+            f"No model routes to an engine named {name!r}: the engines are {known} "
+            "(routed engines need sessionmaker.engine_routing_strategy = model_engine_routing_strategy)."
+        )
+    engine = engines[name]
+    if same_database(engine.url, graph.postgres.url):
+        raise MissingEngineMigrationsError(
+            f"Engine {name!r} connects to the same database as `postgres` ({engine.url.database!r} on "
+            f"{engine.url.host}:{engine.url.port}): two histories would share one version table. Give "
+            f"{name}.postgres.database_name a database of its own."
+        )
+    return engine
+
+
+def _history_directory(graph: Graph, model_cls: HasMetadata, name: str) -> Path:
+    base = migrations_dir(graph, model_cls)
+    if name == DEFAULT_ENGINE:
+        return base
+    directory = base / name
+    if not directory.is_dir():
+        raise MissingEngineMigrationsError(
+            f"Models route to engine {name!r}, but it has no migration history: {str(directory)!r} does not "
+            f"exist. Create that directory, then its first revision with `revision --engine {name} "
+            "--autogenerate -m <message>` (each routed engine keeps its own history and version table)."
+        )
+    return directory
+
+
+def _tables_of(graph: Graph, engine: Engine, model_cls: HasMetadata) -> frozenset[str] | None:
+    """The keys of `model_cls.metadata`'s tables routed to `engine`; None when nothing is routed."""
+    if not _routed_engines(graph):
+        return None
+    for routed, tables in tables_by_engine(graph, model_cls.metadata):
+        if routed is engine:
+            return frozenset(table.key for table in tables)
+    return frozenset()
+
+
+def make_config(
+    graph: GraphLike, model_cls: HasMetadata = Model, cmd_opts: Namespace | None = None, *, engine: str | None = None
+) -> Config:
+    """An Alembic `Config` for `graph`: its engine, its migrations, `model_cls.metadata`.
+
+    Args:
+        engine: a routed engine's name for its own history (`migrations/<engine>/`) and
+            database; None or "postgres" for the `postgres` engine.
+
+    Raises:
+        alembic.util.CommandError: when the migrations directory does not exist.
+        MissingEngineMigrationsError: when the routed engine has no history directory, or
+            no model routes to it.
+
+    """
+    graph = as_graph(graph)
+    name = engine or DEFAULT_ENGINE
     config = Config(cmd_opts=cmd_opts, stdout=sys.stdout)  # the current stream, not the one at import
     config.set_main_option("script_location", str(_ENVIRONMENT))
-    config.set_main_option("version_locations", str(migrations_dir(graph, model_cls)))
+    config.set_main_option("version_locations", str(_history_directory(graph, model_cls, name)))
     config.set_main_option("path_separator", "os")
-    config.attributes[ENGINE] = graph.postgres
+    config.attributes[ENGINE] = bound = engine_named(graph, name)
     config.attributes[METADATA] = model_cls.metadata
+    config.attributes[TABLES] = _tables_of(graph, bound, model_cls)
     alembic_config = graph.config.get("alembic") or {}
     config.attributes[OPTIONS] = dict(alembic_config.get("environment_options") or {})
     return config
@@ -182,6 +289,47 @@ def make_alembic_config(graph: GraphLike, model_cls: HasMetadata = Model) -> Con
 _PROGRESS_FORMAT = "%(levelname)-5.5s [%(name)s] %(message)s"
 
 
+# Commands that only read or write the scripts: run once, whatever the engines and shards.
+_SCRIPT_COMMANDS = frozenset({"revision", "merge", "history", "heads", "branches", "show", "edit", "list_templates"})
+
+
+def _split_engine_option(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """`--engine NAME` / `--engine=NAME` (ours, not Alembic's) and the arguments left for Alembic."""
+    engine, rest, words = None, [], list(args)
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--":
+            rest += words[index:]
+            break
+        if word == "--engine" and index + 1 < len(words):
+            engine, index = words[index + 1], index + 2
+            continue
+        if word.startswith("--engine="):
+            engine = word.partition("=")[2]
+        else:
+            rest.append(word)
+        index += 1
+    return engine, rest
+
+
+def _targets(graph: Graph, command_name: str, engine: str | None) -> list[tuple[Graph, str]]:
+    """(graph of one shard, engine name) pairs a command runs on, each database once."""
+    if command_name in _SCRIPT_COMMANDS:
+        return [(graph, engine or DEFAULT_ENGINE)]
+    targets: list[tuple[Graph, str]] = []
+    seen: list[Engine] = []
+    for shard in subgraphs(graph):
+        for name in [engine] if engine else engine_names(shard):
+            bound = shard.postgres if name == DEFAULT_ENGINE else _routed_engines(shard).get(name)
+            if bound is not None and bound in seen:
+                continue  # a routed engine, shared by the shards
+            if bound is not None:
+                seen.append(bound)
+            targets.append((shard, name))
+    return targets
+
+
 def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
     """Run Alembic's command line for `graph` (arguments default to `sys.argv[1:]`).
 
@@ -194,6 +342,12 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
     an Alembic error, and a database fault as its typed error (`FAILED:
     DatabaseUnavailableError: ...`, translated by `errors.translate`).
 
+    Database commands run on every engine with a history (`postgres`, then each routed
+    engine) and on every shard (`global` first; `SHARD` limits them to one); when there
+    is more than one, a line `shard '<name>', engine '<name>':` precedes each one's output.
+    `--engine NAME` (anywhere in the arguments) limits a command to that engine's history.
+    `revision` and the other script commands run once (see the module).
+
     `revision --autogenerate` and `check` compare the database with
     `model_cls.metadata`, so they refuse to run when that holds no table: the caller
     must import the service's model modules first (otherwise the revision would drop
@@ -201,13 +355,16 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
 
     Raises:
         SystemExit: status 2 for bad arguments, 1 when the command fails.
-        alembic.util.CommandError: with `--raiseerr`, when the command fails.
+        alembic.util.CommandError: with `--raiseerr`, when the command fails
+            (`MissingEngineMigrationsError` for a routed engine without a history).
         PersistenceError: with `--raiseerr`, the typed error of a database fault
             (`DatabaseUnavailableError` when the database cannot be reached).
+        UnknownShardError: when `SHARD` names no shard.
 
     """
     cli = CommandLine(prog=f"{os.path.basename(sys.argv[0]) or as_graph(graph).metadata.name}")
-    options = cli.parser.parse_args(list(args) if args else sys.argv[1:])
+    engine, words = _split_engine_option(list(args) if args else sys.argv[1:])
+    options = cli.parser.parse_args(words)
     if not hasattr(options, "cmd"):
         cli.parser.error("too few arguments")
     raise_errors, options.raiseerr = options.raiseerr, True  # every failure is then reported below, alike
@@ -219,6 +376,7 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
         progress.setFormatter(logging.Formatter(_PROGRESS_FORMAT))
         alembic_logger.addHandler(progress)
         alembic_logger.setLevel(logging.INFO)
+    where = as_graph(graph).postgres
     try:
         if options.cmd[0] is command.init:
             raise CommandError(
@@ -227,11 +385,17 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
             )
         _refuse_to_compare_without_models(options, model_cls)
         with translating():
-            cli.run_cmd(make_config(graph, model_cls, cmd_opts=options), options)
+            targets = _targets(as_graph(graph), options.cmd[0].__name__, engine)
+            for target, name in targets:
+                config = make_config(target, model_cls, cmd_opts=options, engine=name)
+                where = config.attributes[ENGINE]
+                if len(targets) > 1:
+                    print(f"shard {shard_of(target)!r}, engine {name!r}:", file=sys.stdout, flush=True)
+                cli.run_cmd(config, options)
     except (CommandError, PersistenceError) as error:
         if raise_errors:
             raise
-        url = as_graph(graph).postgres.url if isinstance(error, PersistenceError) else None
+        url = where.url if isinstance(error, PersistenceError) else None
         raise SystemExit(report_failure(error, prefix="FAILED", url=url)) from error
     finally:
         if progress is not None:
@@ -251,14 +415,27 @@ def _refuse_to_compare_without_models(options: Namespace, model_cls: HasMetadata
         )
 
 
-def upgrade(graph: GraphLike, revision: str = "head", model_cls: HasMetadata = Model) -> None:
-    """Upgrade the graph's database to `revision`."""
-    command.upgrade(make_config(graph, model_cls), revision)
+def upgrade(
+    graph: GraphLike, revision: str = "head", model_cls: HasMetadata = Model, *, engine: str | None = None
+) -> None:
+    """Upgrade the graph's database to `revision`, then every routed engine's (`engine`: only that one).
+
+    A shard's graph (`sharded_subgraph`) upgrades that shard; `main` covers every shard.
+
+    Raises:
+        MissingEngineMigrationsError: a routed engine has models but no history.
+
+    """
+    for name in [engine] if engine else engine_names(graph):
+        command.upgrade(make_config(graph, model_cls, engine=name), revision)
 
 
-def stamp(graph: GraphLike, revision: str = "head", model_cls: HasMetadata = Model) -> None:
-    """Record `revision` as the database's current revision, without running migrations."""
-    command.stamp(make_config(graph, model_cls), revision)
+def stamp(
+    graph: GraphLike, revision: str = "head", model_cls: HasMetadata = Model, *, engine: str | None = None
+) -> None:
+    """Record `revision` as the current revision of the `postgres` engine's database (or of
+    the routed `engine`'s), without running migrations."""
+    command.stamp(make_config(graph, model_cls, engine=engine), revision)
 
 
 def _version_options(graph: Graph) -> dict[str, str]:
@@ -277,28 +454,33 @@ def version_table(graph: GraphLike) -> str:
     return f"{preparer.quote_schema(schema)}.{name}" if schema else name
 
 
-def current_revision(graph: GraphLike) -> str | None:
-    """The database's current revision (None when it has none).
+def current_revision(graph: GraphLike, *, engine: str | None = None) -> str | None:
+    """The database's current revision (None when it has none); `engine`: a routed engine's.
 
     Raises:
         DatabaseUnavailableError: when the database cannot be reached.
+        MissingEngineMigrationsError: when no model routes to `engine`.
 
     """
     graph = as_graph(graph)
-    with translating(), graph.postgres.connect() as connection:
+    bound = engine_named(graph, engine or DEFAULT_ENGINE)
+    with translating(), bound.connect() as connection:
         return MigrationContext.configure(connection, opts=_version_options(graph)).get_current_revision()
 
 
-def head_revision(graph: GraphLike, model_cls: HasMetadata = Model) -> str | None:
+def head_revision(graph: GraphLike, model_cls: HasMetadata = Model, *, engine: str | None = None) -> str | None:
     """The code's head revision; None when the service has no migrations.
+
+    `engine` names a routed engine, whose own history is read.
 
     Raises:
         UnresolvedMigrationsError: when the graph does not find the migrations its models have.
+        MissingEngineMigrationsError: when the service has migrations but `engine` has no history.
 
     """
     try:
-        config = make_config(graph, model_cls)
-    except UnresolvedMigrationsError:
+        config = make_config(graph, model_cls, engine=engine)
+    except (UnresolvedMigrationsError, MissingEngineMigrationsError):
         raise
     except CommandError:
         return None

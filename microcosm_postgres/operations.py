@@ -118,6 +118,8 @@ def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
     the head revision, so Alembic cannot tell it from one built by `upgrade head`. A
     database at another revision is refused: creating the missing tables and stamping
     head would hide the migrations it has not run (columns added since, for instance).
+    Each routed engine (`__engine__`) with a history of its own (`migrations/<engine>/`)
+    is checked and stamped the same way, in its own database.
 
     Raises:
         MigrationsBehindError: when the database is at a revision other than the code's
@@ -125,17 +127,36 @@ def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
         DatabaseUnavailableError: when the database cannot be reached.
 
     """
-    from microcosm_postgres.migrate import current_revision, head_revision, stamp
+    from microcosm_postgres.migrate import (
+        DEFAULT_ENGINE,
+        MissingEngineMigrationsError,
+        current_revision,
+        engine_named,
+        engine_names,
+        head_revision,
+        stamp,
+    )
 
     graph = as_graph(graph)
-    engine, metadata = graph.postgres, model_cls.metadata
-    head = head_revision(graph, model_cls)
-    current = current_revision(graph) if head is not None else None
-    if current is not None and current != head:
-        raise MigrationsBehindError(
-            f"Database {engine.url.database!r} is at revision {current}, not at the code's head {head}: "
-            "creating tables now would skip the migrations in between. Run `migrate upgrade head` instead."
-        )
+    metadata = model_cls.metadata
+    to_stamp = []
+    for name in engine_names(graph):
+        try:
+            head = head_revision(graph, model_cls, engine=name)
+        except MissingEngineMigrationsError:
+            if name == DEFAULT_ENGINE:
+                raise
+            continue  # a routed engine without a history of its own: tables only
+        current = current_revision(graph, engine=name) if head is not None else None
+        if current is not None and current != head:
+            url = engine_named(graph, name).url
+            raise MigrationsBehindError(
+                f"Database {url.database!r} (engine {name!r}) is at revision {current}, not at the code's head "
+                f"{head}: creating tables now would skip the migrations in between. Run `migrate upgrade head` "
+                "instead."
+            )
+        if head is not None and current is None:
+            to_stamp.append(name)
     existing: set[tuple[str | None, str]] = set()
     created: list[str] = []
     with translating():
@@ -144,8 +165,8 @@ def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
                 existing = _existing_tables(connection, metadata)
                 metadata.create_all(connection, tables=tables)
             created += [table.fullname for table in tables if (table.schema, table.name) not in existing]
-        if head is not None and current is None:
-            stamp(graph, "head", model_cls)
+        for name in to_stamp:
+            stamp(graph, "head", model_cls, engine=name)
     return [table.fullname for table in metadata.sorted_tables if table.fullname in created]
 
 
@@ -156,7 +177,8 @@ def _drop_version_table(graph: Graph, connection: Connection) -> None:
 
 
 def drop_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
-    """Drop the tables of `model_cls.metadata`, and Alembic's version table.
+    """Drop the tables of `model_cls.metadata`, and Alembic's version table (in the database
+    of every engine the tables route to).
 
     Tables of the database that are not in the metadata stay, but their foreign keys to
     ours are dropped with ours (`CASCADE`), as are views over ours: a test database may
@@ -182,8 +204,8 @@ def drop_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
                 connection.exec_driver_sql(f"DROP TABLE IF EXISTS {names} CASCADE")
             # What the tables leave behind: enum types, sequences.
             metadata.drop_all(connection, tables=tables)
-            if routed is graph.postgres:
-                _drop_version_table(graph, connection)
+            # Each engine's own history (see migrate) has its version table in its own database.
+            _drop_version_table(graph, connection)
 
 
 def _require_routed_test_database(graph: Graph, engine: Engine, *, action: str) -> None:

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from microcosm_postgres.provision import provision
+from microcosm_postgres.testing.database import PostgresServer
+from tests.conftest import run_database
+
 README = Path(__file__).parent.parent / "README.md"
 
 
@@ -45,3 +49,15 @@ with SessionContext(graph) as context:
     result = run(definition + check)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "reseller"
+
+
+def test_shards_snippet(example_databases: PostgresServer) -> None:
+    """The "Shards" snippet, with this run's database for its `east` shard (the environment
+    overrides the snippet's config, as its loader says)."""
+    east = run_database("readme_east")
+    provision("example", testing=True, database_name=east, admin_url=example_databases.admin_url)
+    snippet = next(snippet for snippet in snippets() if "client_shard.shard_for" in snippet)
+    env = dict(os.environ, EXAMPLE__SHARDS__EAST__POSTGRES__DATABASE_NAME=east)
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["1", "0", "['east', 'global']"]

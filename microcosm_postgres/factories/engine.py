@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from microcosm.api import defaults, typed
+from microcosm.config.types import boolean
 from microcosm.errors import ValidationError
 from microcosm.metadata import Metadata
 from microcosm.registry import get_defaults
@@ -187,8 +188,23 @@ def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
             ", ".join(unknown),
             ", ".join(sorted(settings)),
         )
-    settings.update({key: value for key, value in section.items() if key in settings})
+    settings.update({key: _coerce(declared[key].type, value) for key, value in section.items() if key in settings})
     return settings
+
+
+def _coerce(kind: Any, value: Any) -> Any:
+    """A value given as text (an environment variable under a section microcosm did not
+    type: `shards.<name>.postgres.*`, `<engine>.postgres.*`) converted to its declared type."""
+    if not isinstance(value, str) or kind is str:
+        return value
+    if kind is bool:
+        return boolean(value)
+    if kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError as error:
+            raise ValidationError(f"A postgres setting expects a {kind.__name__}, not {value!r}.") from error
+    return kind(value)
 
 
 def _driver(settings: Mapping[str, Any]) -> str:

@@ -26,10 +26,15 @@ if TYPE_CHECKING:
     from microcosm_postgres.graph import Graph
 
 __all__ = [
+    "SHARD",
     "RoutingSession",
     "configure_sessionmaker",
     "make_sessionmaker",
 ]
+
+
+#: `session.info` key: the name of the shard the session works on (absent: `global`).
+SHARD = "microcosm_postgres.shard"
 
 
 class RoutingSession(Session):
@@ -38,6 +43,8 @@ class RoutingSession(Session):
     Its transactions write through one engine only (`CrossEngineTransactionError`
     otherwise), unless `allow_cross_engine_writes` is true; `read_only` sends all its
     statements to a replica of their engine, when it has one (see `factories.routing`).
+    `shard` names the shard its router serves (`factories.shards`); it is fixed for the
+    session's life.
 
     """
 
@@ -48,10 +55,13 @@ class RoutingSession(Session):
         router: EngineRouter | None = None,
         allow_cross_engine_writes: bool = False,
         read_only: bool = False,
+        shard: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(bind, **kwargs)
         self.router = router
+        if shard is not None:
+            self.info[SHARD] = shard
         if allow_cross_engine_writes:
             self.info[ALLOW_CROSS_ENGINE_WRITES] = True
         if read_only:
@@ -97,19 +107,25 @@ def _end_of_transaction(session: Session, transaction: SessionTransaction) -> No
 
 
 def make_sessionmaker(
-    router: EngineRouter, *, expire_on_commit: bool = False, allow_cross_engine_writes: bool = False
+    router: EngineRouter,
+    *,
+    expire_on_commit: bool = False,
+    allow_cross_engine_writes: bool = False,
+    shard: str | None = None,
 ) -> sessionmaker[RoutingSession]:
-    """A session factory whose sessions route through `router`.
+    """A session factory whose sessions route through `router` (for shard `shard`, when given).
 
     `expire_on_commit` defaults to False: instances keep their loaded values after a
     commit, so a service can serialize what it just wrote without another query.
 
     """
+    options: dict[str, Any] = {"shard": shard} if shard is not None else {}
     return sessionmaker(
         class_=RoutingSession,
         router=router,
         expire_on_commit=expire_on_commit,
         allow_cross_engine_writes=allow_cross_engine_writes,
+        **options,
     )
 
 

@@ -1,4 +1,4 @@
-"""A throwaway replication topology for tests: a primary and a streaming standby.
+"""Throwaway topologies for tests: a primary and a streaming standby; N independent servers.
 
 `ReplicationTopology.start()` starts a primary (`TemporaryServer`, from the machine's
 binaries), clones it with `pg_basebackup -R` into a standby on another free loopback port,
@@ -16,6 +16,15 @@ fixture (started on first use only):
     def test_reads_from_the_standby(postgres_topology):
         primary, standby = postgres_topology.primary, postgres_topology.standby
         ...
+
+`ServerGroup.start(3)` starts three independent throwaway servers (for shards, or a
+routed engine on a server of its own); `stop()` stops and deletes them all. Use it as a
+context manager, or from a module-scoped fixture so the servers start once per module:
+
+    @pytest.fixture(scope="module")
+    def servers() -> Iterator[ServerGroup]:
+        with ServerGroup.start(3) as group:
+            yield group
 
 Needs the PostgreSQL server binaries (`initdb`, `pg_ctl`, `pg_basebackup`), on PATH or
 under `/usr/lib/postgresql/*/bin`; the `pgserver` wheel cannot run a standby.
@@ -48,6 +57,7 @@ from microcosm_postgres.testing.server import (
 
 __all__ = [
     "ReplicationTopology",
+    "ServerGroup",
     "TopologyError",
 ]
 
@@ -221,3 +231,54 @@ def _start_standby(binaries: Path, primary: TemporaryServer) -> TemporaryServer:
     _record(standby.host, standby.port)
     atexit.register(standby.stop)
     return standby
+
+
+@dataclass
+class ServerGroup:
+    """Independent throwaway servers (no replication between them), each on its own free
+    loopback port and temporary directory; all are throwaway servers (`is_throwaway_server`)."""
+
+    servers: list[TemporaryServer]
+
+    @classmethod
+    def start(cls, count: int) -> ServerGroup:
+        """Start `count` servers from the machine's binaries; if one fails, those started are stopped.
+
+        Raises:
+            ServerNotAvailableError: when the server binaries are not installed.
+            ValueError: when `count` is less than 1.
+
+        """
+        if count < 1:
+            raise ValueError(f"A server group needs at least one server (got {count}).")
+        if find_binaries() is None:
+            raise ServerNotAvailableError(
+                "A server group needs the PostgreSQL server binaries (initdb, pg_ctl): install PostgreSQL "
+                "(Debian/Ubuntu: apt-get install postgresql)."
+            )
+        group = cls(servers=[])
+        atexit.register(group.stop)
+        try:
+            for _ in range(count):
+                group.servers.append(TemporaryServer.start(prefer="binaries"))
+        except BaseException:
+            group.stop()
+            raise
+        return group
+
+    def __enter__(self) -> ServerGroup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __getitem__(self, index: int) -> TemporaryServer:
+        return self.servers[index]
+
+    def __len__(self) -> int:
+        return len(self.servers)
+
+    def stop(self) -> None:
+        """Stop every server and delete its files (idempotent)."""
+        for server in self.servers:
+            server.stop()
