@@ -17,6 +17,7 @@ from aws_encryption_sdk import CommitmentPolicy, EncryptionSDKClient
 from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
 from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
 from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.exceptions import InvalidTag
 
 from microcosm_postgres.encryption.beacons import beacon
 from microcosm_postgres.encryption.errors import DecryptionError, EncryptionError
@@ -30,8 +31,9 @@ __all__ = [
 
 #: The encryption-context field that names the tenant in every message.
 CONTEXT_FIELD = "microcosm"
-# The SDK's own failures, and the KMS client's (a key service that refuses or is unreachable).
-_SDK_ERRORS = (AWSEncryptionSDKClientError, BotoCoreError, ClientError, KeyError)
+# The SDK's own failures, the KMS client's (a key service that refuses or is unreachable), and
+# a wrapped data key that a static key of the same id does not open (an AES-GCM tag mismatch).
+_SDK_ERRORS = (AWSEncryptionSDKClientError, BotoCoreError, ClientError, InvalidTag, KeyError)
 
 
 class SingleTenantEncryptor:
