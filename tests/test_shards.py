@@ -241,7 +241,7 @@ def test_create_all_and_health_per_shard(servers: ServerGroup, capsys: pytest.Ca
         for name, server in zip(SHARDS, servers.servers, strict=True):
             assert f"shard {name!r}:" in out
             assert {"company", "employee"} <= tables_on(server.admin_url, SHARD_DATABASE)
-        assert shard_helpers.create_all(graph) == {name: [] for name in ("global", *SHARDS)}
+        assert shard_helpers.create_all(graph) == {name: {"postgres": []} for name in ("global", *SHARDS)}
         report = shard_helpers.check_health(graph)
         assert list(report) == ["global", *SHARDS]
         assert str(servers[1].port) in report["west"]
@@ -283,7 +283,7 @@ def test_migrations_run_on_every_shard(servers: ServerGroup, tmp_path: Path) -> 
             assert rows_on(server.admin_url, SHARD_DATABASE, "SELECT version_num FROM alembic_version") == [
                 "5a1d0000beef"
             ]
-        assert shard_helpers.check_alembic(graph) == {name: "5a1d0000beef" for name in ("global", *SHARDS)}
+        assert shard_helpers.check_alembic(graph) == {name: {"postgres": "5a1d0000beef"} for name in ("global", *SHARDS)}
 
         # `revision` runs once, not once per shard.
         shard_helpers.migrate_command(graph, "--raiseerr", "revision", "-m", "once")
