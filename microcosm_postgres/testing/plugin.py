@@ -272,14 +272,14 @@ def postgres_session_graph(
         try:
             for shard in shards:
                 require_test_graph(shard, action="recreate tables")
-        except UnsafeOperationError as error:
+            for shard in shards:
+                if has_migrations:
+                    drop_all(shard)
+                    upgrade(shard)  # the service's own migrations build the schema (routed engines with global)
+                else:
+                    recreate_all(shard)
+        except UnsafeOperationError as error:  # a routed engine's database, checked by drop_all
             _stop(str(error))
-        for shard in shards:
-            if has_migrations:
-                drop_all(shard)
-                upgrade(shard)  # the service's own migrations build the schema (routed engines with global)
-            else:
-                recreate_all(shard)
         try:
             yield graph
         finally:
