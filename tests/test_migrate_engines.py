@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import migrate
 from microcosm_postgres.errors import MigrationsBehindError
+from microcosm_postgres.factories.routing import router_for
 from microcosm_postgres.graph import Graph, as_graph
 from microcosm_postgres.health import check_alembic, check_migrations
 from microcosm_postgres.migrate import MissingEngineMigrationsError
@@ -212,7 +213,7 @@ def test_a_routed_engine_on_the_postgres_database_stops_upgrade_before_anything_
         assert "alembic_version" not in tables(server, MAIN_DATABASE)
     finally:
         graph.postgres.dispose()
-        migrate.engine_named(graph, "postgres").dispose()
+        getattr(router_for(graph), "engines", {})["secret"].dispose()  # drop_all connected through it
 
 
 def test_an_unknown_engine_name_is_said_to_be_unknown(graph: Graph, directory: Path) -> None:
