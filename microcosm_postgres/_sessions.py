@@ -27,6 +27,22 @@ class Entry:
     owner: object
 
 
+#: `session.info` key: an `Isolation` (testing.isolation) giving, for each engine the session's
+#: router chooses, the connection (holding an outer transaction) to use instead.
+ISOLATION = "microcosm_postgres.isolation"
+
+
+def isolation_for(graph: Any, shard: str) -> Any | None:
+    """The isolation of the innermost open session of `graph` that is isolated on another
+    shard than `shard`, or None: a session opened on `shard` then joins it (see `context`)."""
+    for entry in reversed(_open_sessions.get()):
+        if entry.graph is graph:
+            isolation = entry.session.info.get(ISOLATION)
+            if isolation is not None and isolation.shard != shard:
+                return isolation
+    return None
+
+
 _open_sessions: ContextVar[tuple[Entry, ...]] = ContextVar("microcosm_postgres_sessions", default=())
 
 

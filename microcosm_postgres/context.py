@@ -157,8 +157,15 @@ class SessionContext(metaclass=_SessionContextType):
         if self._given is not None:
             self.session = self._given
         else:
-            extra = {"read_only": True} if self.read_only else {}
+            extra: dict[str, Any] = {"read_only": True} if self.read_only else {}
+            isolation = _sessions.isolation_for(graph, shard)
+            if isolation is not None:
+                # Inside a test's isolation, a session on another shard joins it (its
+                # transaction() blocks are savepoints in the test's outer transactions).
+                extra["join_transaction_mode"] = "create_savepoint"
             self.session = target.sessionmaker(expire_on_commit=self.expire_on_commit, **extra)
+            if isolation is not None:
+                isolation.adopt(self.session, shard)
         # A shard's session is the session of the parent graph (its stores), on that shard.
         _sessions.push(_sessions.Entry(graph, self.session, self))
         if self._given is not None and self._sharded():

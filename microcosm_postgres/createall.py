@@ -4,8 +4,11 @@
         graph = create_object_graph(name="example")
         createall.main(graph)
 
-It prints what it really did: `Created 2 tables in ...: company, employee`, or
-`Nothing to create in ...` when every table exists. An option it does not know is an
+It prints what it really did, one line per engine naming its own server and database
+(routed engines of `__engine__` models add `(engine 'secret')`): `Created 2 tables in
+...: company, employee`, or `Nothing to create in ...` when every table exists. On a
+shard (`shards.createall_command`) it acts on the shard's own tables only: routed
+engines are shared by every shard and handled with `global`. An option it does not know is an
 error (argparse's message, exit status 2): `createall --dorp` must not quietly create
 tables without dropping. A service that parses more options itself passes
 `known_only=False` and gets the arguments left over.
@@ -27,7 +30,7 @@ from microcosm_postgres._cli import report_failure
 from microcosm_postgres.errors import PersistenceError, translating
 from microcosm_postgres.graph import GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model
-from microcosm_postgres.operations import create_all, drop_all
+from microcosm_postgres.operations import create_all_by_engine, drop_all, engine_tables
 
 __all__ = ["main", "parse_args"]
 
@@ -91,12 +94,23 @@ def main(
 
 
 def _create(graph: GraphLike, model_cls: HasMetadata, *, drop: bool) -> None:
-    where = as_graph(graph).postgres.url.render_as_string(hide_password=True)
+    """Drop (with `drop`) and create, printing one line per engine, naming its real database."""
+
+    def where(name: str, engine_url: str) -> str:
+        return engine_url if name == "postgres" else f"{engine_url} (engine {name!r})"
+
+    groups = {
+        group.name: (where(group.name, group.engine.url.render_as_string(hide_password=True)), group.tables)
+        for group in engine_tables(graph, model_cls.metadata)
+    }
     if drop:
         drop_all(graph, model_cls)
-        print(f"Dropped tables in {where}: {', '.join(sorted(model_cls.metadata.tables)) or '(none)'}")
-    created = create_all(graph, model_cls)
-    if created:
-        print(f"Created {len(created)} table{'s' if len(created) != 1 else ''} in {where}: {', '.join(created)}")
-    else:
-        print(f"Nothing to create in {where}: every table exists")
+        for place, tables in groups.values():
+            names = ", ".join(sorted(table.fullname for table in tables)) or "(none)"
+            print(f"Dropped tables in {place}: {names}")
+    for name, created in create_all_by_engine(graph, model_cls).items():
+        place = groups[name][0]
+        if created:
+            print(f"Created {len(created)} table{'s' if len(created) != 1 else ''} in {place}: {', '.join(created)}")
+        else:
+            print(f"Nothing to create in {place}: every table exists")

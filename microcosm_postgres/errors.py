@@ -39,10 +39,13 @@ __all__ = [
     "CrossEngineTransactionError",
     "DatabaseUnavailableError",
     "DuplicateModelError",
+    "InvalidConfigurationError",
     "InvalidInputError",
     "InvalidNameError",
+    "IsolationError",
     "MigrationsBehindError",
     "MissingDependencyError",
+    "MissingRelationError",
     "ModelConflictError",
     "ModelIntegrityError",
     "ModelNotFoundError",
@@ -280,6 +283,51 @@ class MigrationsBehindError(PersistenceError):
     default_message = "The database is not at the head revision: run `upgrade head`."
 
 
+class MissingRelationError(PersistenceError):
+    """A statement named a table (or other relation) the database does not have (42P01) (500).
+
+    Usually the schema was never built in that database: run the migrations (`migrate
+    upgrade head`) or `create_all`; or the statement went to another database than meant
+    (a model's `__engine__`, the session's shard).
+
+    """
+
+    status_code = 500
+    default_message = "The statement names a table that does not exist in this database."
+
+
+class InvalidConfigurationError(PersistenceError, ValidationError):
+    """A configuration value that cannot be used (500), refused when the graph or the
+    component is made: `key` is its full key (`shards.east.postgres.port`), `value` what was
+    given (never shown for a password). The message says what is expected."""
+
+    status_code = 500
+    default_message = "A configuration value cannot be used."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        cause: BaseException | None = None,
+        *,
+        key: str | None = None,
+        value: object = None,
+        sqlstate: str | None = None,
+        constraint: str | None = None,
+        table: str | None = None,
+    ) -> None:
+        super().__init__(message, cause, sqlstate=sqlstate, constraint=constraint, table=table)
+        self.key = key
+        self.value = value
+
+
+class IsolationError(PersistenceError):
+    """A session inside a test's rollback isolation (`testing.isolation`) could not be
+    isolated, so it was refused rather than let commit for real (500): its session factory
+    does not route through the graph's engines. Mark the test `postgres_commit`."""
+
+    default_message = "This session cannot join the test's rollback isolation."
+
+
 class SessionNotOpenError(PersistenceError, RuntimeError):
     """Code used the database outside `SessionContext(graph)` (a programming error, 500)."""
 
@@ -372,8 +420,12 @@ class Translation:
 
     The template is filled with `str.format` from: `subject` ("Company" or "The row"),
     `of` (" for Company" or ""), `where` (the constraint and table, or ""), `column`
-    (", column 'x'" or ""), `sqlstate`, and `target` (" of user 'u' to database 'd' on
-    host:port" when known, else ""). Row values never reach a template.
+    (", column 'x'" or ""), `sqlstate`, `target` (" of user 'u' to database 'd' on
+    host:port" when known, else ""), `at` (" at host:port (database 'd')" or ""),
+    `server` (": relation \"x\" already exists", the server's primary message, for the
+    rows where it names an object; "" when unknown) and
+    `key` (the engine's configuration section: `postgres`, `shards.east.postgres`,
+    `secret.postgres`). Row values never reach a template.
 
     """
 
@@ -383,7 +435,7 @@ class Translation:
 
 _UNAVAILABLE = (
     "; any open transaction was rolled back. Run the transaction again; if this persists, "
-    "check that the server is up and postgres.host/port are right."
+    "check that the server is up and {key}.host/port are right."
 )
 _INVALID_INPUT = Translation(
     InvalidInputError,
@@ -405,8 +457,8 @@ _SERVER_GONE = Translation(
 )
 _CREDENTIALS = Translation(
     AuthenticationFailedError,
-    "The server refused the credentials{target} (SQLSTATE {sqlstate}). Check postgres.username "
-    "and postgres.password (and the server's pg_hba.conf); retrying will not help.",
+    "The server refused the credentials{target} (SQLSTATE {sqlstate}). Check {key}.username "
+    "and {key}.password (and the server's pg_hba.conf); retrying will not help.",
 )
 
 #: Fault -> error class and message. Keys are SQLSTATEs (PostgreSQL's "Appendix A. Error
@@ -453,8 +505,14 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
         ),
         "42P07": Translation(
             InvalidNameError,
-            "A table or other relation of that name already exists{where} (SQLSTATE 42P07). "
+            "A table or other relation of that name already exists{where}{server} (SQLSTATE 42P07). "
             "Choose another name, or drop the existing one first.",
+        ),
+        "42P01": Translation(
+            MissingRelationError,
+            "The statement names a table or other relation that does not exist in this database{server} "
+            "(SQLSTATE 42P01). Build the schema there (`migrate upgrade head`, or `create_all` in tests), "
+            "or check that the model's engine (`__engine__`) or the session's shard is the one meant.",
         ),
         "57014": Translation(
             QueryTimeoutError,
@@ -465,7 +523,7 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
         "40P01": _CONFLICT,  # deadlock_detected
         "42501": Translation(
             PermissionDeniedError,
-            "The database role lacks a privilege this statement needs{where} (SQLSTATE 42501). "
+            "The database role lacks a privilege this statement needs{where}{server} (SQLSTATE 42501). "
             "Grant it, or connect with the role meant for writes (not the read-only one).",
         ),
         "25P02": Translation(
@@ -479,12 +537,12 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
         "login refused": Translation(
             AuthenticationFailedError,
             "The server refused the login{target} (wrong password, unknown role, role without LOGIN, "
-            "or no pg_hba.conf entry). Check postgres.username and "
-            "postgres.password (and the server's pg_hba.conf); retrying will not help.",
+            "or no pg_hba.conf entry). Check {key}.username and "
+            "{key}.password (and the server's pg_hba.conf); retrying will not help.",
         ),
         "08": Translation(  # the whole connection_exception class
             DatabaseUnavailableError,
-            "The connection to the database failed (SQLSTATE {sqlstate})" + _UNAVAILABLE,
+            "The connection to the database{at} failed (SQLSTATE {sqlstate})" + _UNAVAILABLE,
         ),
         "57P01": _SERVER_GONE,  # admin_shutdown
         "57P02": _SERVER_GONE,  # crash_shutdown
@@ -502,7 +560,7 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
         ),
         "connection failed": Translation(
             DatabaseUnavailableError,
-            "The database is unreachable (the driver reported no SQLSTATE)" + _UNAVAILABLE,
+            "The database{at} is unreachable (the driver reported no SQLSTATE)" + _UNAVAILABLE,
         ),
         "checkout rejected": Translation(
             DatabaseUnavailableError,
@@ -629,7 +687,8 @@ def make_error(fault: str, **fields: object) -> PersistenceError:
     """The typed error for `fault` (a key of `TRANSLATIONS`), its message filled from `fields`.
 
     `sqlstate`, `constraint` and `table` among `fields` also become the error's attributes;
-    `user`, `database`, `host` and `port` make up `target`. A SQLSTATE a template uses but
+    `user`, `database`, `host` and `port` make up `target`; `key` (default `postgres`) is the
+    configuration section the message points at. A SQLSTATE a template uses but
     `fields` lacks reads "?".
 
     Raises:
@@ -637,9 +696,18 @@ def make_error(fault: str, **fields: object) -> PersistenceError:
 
     """
     row = TRANSLATIONS[fault]
-    values: dict[str, object] = {"subject": "The row", "of": "", "where": "", "column": "", "sqlstate": _UNKNOWN}
+    values: dict[str, object] = {
+        "subject": "The row",
+        "of": "",
+        "where": "",
+        "column": "",
+        "server": "",
+        "sqlstate": _UNKNOWN,
+        "key": "postgres",
+    }
     values.update({key: value for key, value in fields.items() if value is not None})
     values["target"] = _target(fields)
+    values["at"] = _at(fields)
     attribute = {key: fields.get(key) for key in ("sqlstate", "constraint", "table")}
     error = row.error_class(
         row.template.format_map(values),
@@ -659,6 +727,15 @@ def _target(fields: Mapping[str, object]) -> str:
     if host:
         target += f" on {host}:{port}" if port else f" on {host}"
     return target
+
+
+def _at(fields: Mapping[str, object]) -> str:
+    """Where a connection went (` at host:port (database 'd')`), from what `fields` knows."""
+    host, port, database = (fields.get(key) for key in ("host", "port", "database"))
+    if not host:
+        return ""
+    at = f" at {host}:{port}" if port else f" at {host}"
+    return at + (f" (database {str(database)!r})" if database else "")
 
 
 def _str_or_none(value: object) -> str | None:
@@ -698,6 +775,7 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
     constraint = _diag(orig, "constraint_name") if orig is not None else None
     table = _diag(orig, "table_name") if orig is not None else None
     column = _diag(orig, "column_name") if orig is not None else None
+    primary = _diag(orig, "message_primary") if orig is not None else None
     if constraint is not None:
         where = f" (constraint {constraint!r} on table {table!r})"
     else:
@@ -708,6 +786,9 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
         of=f" for {model_name}" if model_name else "",
         where=where,
         column=f", column {column!r}" if column else "",
+        # The server's own words name the object (`relation "x" already exists`): only the
+        # rows whose template has {server} show them, never the detail (which holds values).
+        server=f": {primary}" if primary else "",
         sqlstate=CONNECTION_FAILURE if fault in _LOST else sqlstate_of(orig) if orig is not None else None,
         constraint=constraint,
         table=table,
@@ -716,19 +797,29 @@ def translate(error: BaseException, *, model_name: str | None = None) -> Persist
 
 
 def connect_error(
-    error: BaseException, *, user: str | None, host: str | None, port: int | None, database: str | None
+    error: BaseException,
+    *,
+    user: str | None,
+    host: str | None,
+    port: int | None,
+    database: str | None,
+    key: str = "postgres",
 ) -> PersistenceError | None:
-    """`translate()` for a failure to open a connection, naming where it tried to log in.
+    """`translate()` for a failure to open a connection, naming where it tried to connect.
 
-    The engine calls this with the parameters it connected with (never the password), so
-    a refused login names user, host, port and database on both drivers.
+    The engine calls this with the parameters it connected with (never the password) and
+    its configuration section `key` (`postgres`, `shards.east.postgres`, ...), so a refused
+    login or an unreachable server names user, host, port, database and the keys to check,
+    on both drivers.
 
     """
     fault = fault_of(error)
     if fault is None:
         return None
-    if fault in ("28P01", "28000", "login refused"):
-        return make_error(fault, user=user, host=host, port=port, database=database, sqlstate=sqlstate_of(error))
+    if fault in ("28P01", "28000", "login refused", "connection failed") or fault.startswith("08"):
+        return make_error(
+            fault, user=user, host=host, port=port, database=database, key=key, sqlstate=sqlstate_of(error)
+        )
     return translate(error)
 
 

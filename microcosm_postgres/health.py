@@ -34,6 +34,7 @@ __all__ = [
     "check_migrations",
     "check_replicas",
     "get_current_head_version",
+    "located",
     "migration_status",
     "replica_lag",
 ]
@@ -44,19 +45,20 @@ def _where(graph: Graph) -> str:
     return f"PostgreSQL at {url.host}:{url.port}, database {url.database!r}"
 
 
-def _located(error: PersistenceError, where: str) -> PersistenceError:
-    """`error` again, its message saying where: the same class (and so `retryable`: a
+def located(error: PersistenceError, where: str) -> PersistenceError:
+    """`error` again, its message saying `where` ("PostgreSQL at host:port, database 'd'"):
+    the same class (and so `retryable`: a
     refused login is not retried), the same SQLSTATE, constraint, table and fault."""
     # A refused login is an answer: say what happened.
     what = "refused the login" if isinstance(error, AuthenticationFailedError) else "did not answer"
-    located = type(error)(
+    again = type(error)(
         f"{where} {what}: {error}",
         sqlstate=error.sqlstate,
         constraint=error.constraint,
         table=error.table,
     )
-    located.fault = error.fault
-    return located
+    again.fault = error.fault
+    return again
 
 
 def check_health(graph: GraphLike) -> str:
@@ -84,7 +86,7 @@ def check_health(graph: GraphLike) -> str:
         with translating():
             session.execute(text("SELECT 1"))
     except PersistenceError as error:
-        raise _located(error, _where(graph)) from error
+        raise located(error, _where(graph)) from error
     finally:
         if owned is not None:
             owned.close()
@@ -191,7 +193,7 @@ def replica_lag(graph: GraphLike) -> list[ReplicaLag]:
                 with translating(), engine.connect() as connection:
                     seconds, behind = connection.execute(_LAG).one()
             except PersistenceError as error:
-                raise _located(error, f"Read replica {where}") from error
+                raise located(error, f"Read replica {where}") from error
             lags.append(ReplicaLag(where, None if seconds is None else float(seconds), int(behind)))
     return lags
 
@@ -226,6 +228,6 @@ def check_engines(graph: GraphLike) -> str:
             with translating(), engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except PersistenceError as error:
-            raise _located(error, where) from error
+            raise located(error, where) from error
         answered.append(where)
     return "; ".join(f"{where} is answering" for where in answered)

@@ -38,7 +38,9 @@ which says how to create it. A revision id belongs to one history: pass `--engin
 Shards (`shards.<name>.postgres`): they all share the `postgres` history; `main` runs
 the database commands on `global` and then on each shard (the `SHARD` environment
 variable limits that to one), the scripts-only ones once. A routed engine is shared by
-the shards, so it is migrated once per run.
+the shards, so it is migrated once, with `global` (and labelled `shard 'global'`):
+`SHARD=east` leaves it alone. Every target's preconditions (a history directory, a
+database of its own) are checked before any command runs.
 
 """
 
@@ -64,9 +66,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeEngine
 
 from microcosm_postgres._cli import report_failure
+from microcosm_postgres.constants import GLOBAL_SHARD_NAME
 from microcosm_postgres.errors import PersistenceError, translating
 from microcosm_postgres.factories.routing import router_for, tables_by_engine
-from microcosm_postgres.factories.shards import same_database
+from microcosm_postgres.factories.shards import SHARD_VARIABLE, same_database
 from microcosm_postgres.graph import Graph, GraphLike, HasMetadata, as_graph
 from microcosm_postgres.models import Model, UTCDateTime
 from microcosm_postgres.sharded_subgraph import shard_of, subgraphs
@@ -209,8 +212,9 @@ def engine_named(graph: GraphLike, name: str) -> Engine:
     if name not in engines:
         known = ", ".join(repr(known) for known in engine_names(graph))
         raise MissingEngineMigrationsError(
-            f"No model routes to an engine named {name!r}: the engines are {known} "
-            "(routed engines need sessionmaker.engine_routing_strategy = model_engine_routing_strategy)."
+            f"Unknown engine {name!r}: no model routes to it. The engines with a migration history are {known} "
+            "(routed engines need sessionmaker.engine_routing_strategy = model_engine_routing_strategy and a "
+            "model with `__engine__`)."
         )
     engine = engines[name]
     if same_database(engine.url, graph.postgres.url):
@@ -264,10 +268,11 @@ def make_config(
     graph = as_graph(graph)
     name = engine or DEFAULT_ENGINE
     config = Config(cmd_opts=cmd_opts, stdout=sys.stdout)  # the current stream, not the one at import
+    bound = engine_named(graph, name)  # an unknown name is refused as such, before its directory is looked for
     config.set_main_option("script_location", str(_ENVIRONMENT))
     config.set_main_option("version_locations", str(_history_directory(graph, model_cls, name)))
     config.set_main_option("path_separator", "os")
-    config.attributes[ENGINE] = bound = engine_named(graph, name)
+    config.attributes[ENGINE] = bound
     config.attributes[METADATA] = model_cls.metadata
     config.attributes[TABLES] = _tables_of(graph, bound, model_cls)
     alembic_config = graph.config.get("alembic") or {}
@@ -314,19 +319,32 @@ def _split_engine_option(args: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def _targets(graph: Graph, command_name: str, engine: str | None) -> list[tuple[Graph, str]]:
-    """(graph of one shard, engine name) pairs a command runs on, each database once."""
+    """(graph of one shard, engine name) pairs a command runs on, each database once: the
+    `postgres` history on every selected shard; each routed engine (shared by the shards)
+    once, with `global`.
+
+    Raises:
+        MissingEngineMigrationsError: `engine` names no engine; or names a routed engine
+            while `SHARD` selects a shard other than `global`.
+
+    """
     if command_name in _SCRIPT_COMMANDS:
         return [(graph, engine or DEFAULT_ENGINE)]
+    if engine is not None and engine != DEFAULT_ENGINE:
+        engine_named(graph, engine)  # an unknown name, refused before anything runs
     targets: list[tuple[Graph, str]] = []
-    seen: list[Engine] = []
-    for shard in subgraphs(graph):
+    shards = subgraphs(graph)
+    for shard in shards:
         for name in [engine] if engine else engine_names(shard):
-            bound = shard.postgres if name == DEFAULT_ENGINE else _routed_engines(shard).get(name)
-            if bound is not None and bound in seen:
-                continue  # a routed engine, shared by the shards
-            if bound is not None:
-                seen.append(bound)
+            if name != DEFAULT_ENGINE and shard_of(shard) != GLOBAL_SHARD_NAME:
+                continue  # a routed engine, shared by the shards: with global
             targets.append((shard, name))
+    if not targets:
+        raise MissingEngineMigrationsError(
+            f"Engine {engine!r} is shared by every shard and migrated with shard {GLOBAL_SHARD_NAME!r}, which "
+            f"{SHARD_VARIABLE}={os.environ.get(SHARD_VARIABLE, '')!r} leaves out: run it without {SHARD_VARIABLE}, "
+            f"or with {SHARD_VARIABLE}={GLOBAL_SHARD_NAME}."
+        )
     return targets
 
 
@@ -386,8 +404,10 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
         _refuse_to_compare_without_models(options, model_cls)
         with translating():
             targets = _targets(as_graph(graph), options.cmd[0].__name__, engine)
-            for target, name in targets:
-                config = make_config(target, model_cls, cmd_opts=options, engine=name)
+            # Every engine's and shard's preconditions (history directory, a database of its
+            # own) are checked before anything runs: a refusal never follows a half-done upgrade.
+            configs = [make_config(target, model_cls, cmd_opts=options, engine=name) for target, name in targets]
+            for (target, name), config in zip(targets, configs, strict=True):
                 where = config.attributes[ENGINE]
                 if len(targets) > 1:
                     print(f"shard {shard_of(target)!r}, engine {name!r}:", file=sys.stdout, flush=True)
@@ -420,14 +440,21 @@ def upgrade(
 ) -> None:
     """Upgrade the graph's database to `revision`, then every routed engine's (`engine`: only that one).
 
-    A shard's graph (`sharded_subgraph`) upgrades that shard; `main` covers every shard.
+    A shard's graph (`sharded_subgraph`) upgrades that shard's own database (routed engines
+    are shared by the shards, and upgraded with `global`); `main` covers every shard. Every
+    engine's preconditions are checked before any is upgraded.
 
     Raises:
-        MissingEngineMigrationsError: a routed engine has models but no history.
+        MissingEngineMigrationsError: a routed engine has models but no history, or shares
+            the `postgres` engine's database; nothing was upgraded.
 
     """
-    for name in [engine] if engine else engine_names(graph):
-        command.upgrade(make_config(graph, model_cls, engine=name), revision)
+    names = [engine] if engine else engine_names(graph)
+    if shard_of(graph) != GLOBAL_SHARD_NAME and not engine:
+        names = [DEFAULT_ENGINE]  # routed engines are shared by the shards: upgraded with global
+    configs = [make_config(graph, model_cls, engine=name) for name in names]  # every precondition first
+    for config in configs:
+        command.upgrade(config, revision)
 
 
 def stamp(

@@ -17,6 +17,7 @@ take an engine, or pytest's `--postgres-allow-destructive`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import MetaData, Table, inspect
 from sqlalchemy.engine import Connection, Engine
@@ -30,7 +31,10 @@ from microcosm_postgres.models import Model
 from microcosm_postgres.naming import is_test_database_name
 
 __all__ = [
+    "EngineTables",
     "create_all",
+    "create_all_by_engine",
+    "engine_tables",
     "drop_alembic_table",
     "drop_all",
     "get_current_head",
@@ -52,6 +56,40 @@ _created: set[tuple[str, int, frozenset[str]]] = set()
 def _key(engine: Engine, metadata: MetaData, tables: Sequence[Table] | None = None) -> tuple[str, int, frozenset[str]]:
     names = frozenset(metadata.tables) if tables is None else frozenset(table.key for table in tables)
     return (engine.url.render_as_string(hide_password=True), id(metadata), names)
+
+
+class EngineTables(NamedTuple):
+    """The tables of a graph's metadata that one engine holds (see `engine_tables`)."""
+
+    #: `postgres` (the graph's engine: on a shard graph, the shard's) or a routed engine's name.
+    name: str
+    engine: Engine
+    tables: list[Table]
+
+
+def engine_tables(graph: GraphLike, metadata: MetaData) -> list[EngineTables]:
+    """The engines the schema operations of `graph` act on, with their tables of `metadata`
+    (in dependency order): the `postgres` engine first (also when it holds none of them),
+    then each routed engine (`__engine__`).
+
+    A shard's graph (`sharded_subgraph`) has only its own engine: the routed engines are
+    shared by every shard, so they are created, dropped and emptied with `global` (the
+    parent graph) only, never once per shard.
+
+    """
+    from microcosm_postgres.constants import GLOBAL_SHARD_NAME
+    from microcosm_postgres.sharded_subgraph import shard_of
+
+    graph = as_graph(graph)
+    routed: Mapping[str, Engine] = getattr(router_for(graph), "engines", {})
+    names = {engine: name for name, engine in routed.items()}
+    groups = []
+    for engine, tables in tables_by_engine(graph, metadata):
+        if engine is graph.postgres:
+            groups.append(EngineTables("postgres", engine, tables))
+        elif shard_of(graph) == GLOBAL_SHARD_NAME:
+            groups.append(EngineTables(names.get(engine, str(engine.url.database)), engine, tables))
+    return groups
 
 
 def require_test_database(
@@ -112,7 +150,8 @@ def _existing_tables(connection: Connection, metadata: MetaData) -> set[tuple[st
 
 
 def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
-    """Create the tables of `model_cls.metadata` that do not exist yet; return their names.
+    """Create the tables of `model_cls.metadata` that do not exist yet; return their names
+    (`create_all_by_engine` says which engine each went to).
 
     When the service has migrations, a database without a revision is then stamped with
     the head revision, so Alembic cannot tell it from one built by `upgrade head`. A
@@ -127,6 +166,20 @@ def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
         DatabaseUnavailableError: when the database cannot be reached.
 
     """
+    created = create_all_by_engine(graph, model_cls)
+    names = {name for tables in created.values() for name in tables}
+    return [table.fullname for table in model_cls.metadata.sorted_tables if table.fullname in names]
+
+
+def create_all_by_engine(graph: GraphLike, model_cls: HasMetadata = Model) -> dict[str, list[str]]:
+    """`create_all`, returning engine name (`postgres`, or a routed engine's) -> the tables
+    created through it. On a shard's graph only the shard's own tables (see `engine_tables`).
+
+    Raises:
+        MigrationsBehindError: when a database is at a revision other than the code's head.
+        DatabaseUnavailableError: when a database cannot be reached.
+
+    """
     from microcosm_postgres.migrate import (
         DEFAULT_ENGINE,
         MissingEngineMigrationsError,
@@ -139,8 +192,11 @@ def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
 
     graph = as_graph(graph)
     metadata = model_cls.metadata
+    groups = engine_tables(graph, metadata)
     to_stamp = []
     for name in engine_names(graph):
+        if name not in {group.name for group in groups}:
+            continue  # a routed engine, handled with `global`
         try:
             head = head_revision(graph, model_cls, engine=name)
         except MissingEngineMigrationsError:
@@ -157,17 +213,18 @@ def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> list[str]:
             )
         if head is not None and current is None:
             to_stamp.append(name)
-    existing: set[tuple[str | None, str]] = set()
-    created: list[str] = []
+    created: dict[str, list[str]] = {}
     with translating():
-        for routed, tables in tables_by_engine(graph, metadata):
-            with routed.begin() as connection:
+        for group in groups:
+            with group.engine.begin() as connection:
                 existing = _existing_tables(connection, metadata)
-                metadata.create_all(connection, tables=tables)
-            created += [table.fullname for table in tables if (table.schema, table.name) not in existing]
+                metadata.create_all(connection, tables=group.tables)
+            created[group.name] = [
+                table.fullname for table in group.tables if (table.schema, table.name) not in existing
+            ]
         for name in to_stamp:
             stamp(graph, "head", model_cls, engine=name)
-    return [table.fullname for table in metadata.sorted_tables if table.fullname in created]
+    return created
 
 
 def _drop_version_table(graph: Graph, connection: Connection) -> None:
@@ -178,7 +235,8 @@ def _drop_version_table(graph: Graph, connection: Connection) -> None:
 
 def drop_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
     """Drop the tables of `model_cls.metadata`, and Alembic's version table (in the database
-    of every engine the tables route to).
+    of every engine the tables route to; on a shard's graph, the shard's own only: see
+    `engine_tables`).
 
     Tables of the database that are not in the metadata stay, but their foreign keys to
     ours are dropped with ours (`CASCADE`), as are views over ours: a test database may
@@ -191,7 +249,7 @@ def drop_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
     """
     graph = as_graph(graph)
     metadata = model_cls.metadata
-    groups = tables_by_engine(graph, metadata)
+    groups = [(group.engine, group.tables) for group in engine_tables(graph, metadata)]
     require_test_graph(graph, action="drop tables")
     for routed, _ in groups[1:]:
         _require_routed_test_database(graph, routed, action="drop tables")
@@ -315,12 +373,13 @@ def truncate_all(engine: Engine, metadata: MetaData, *, allow_destructive: bool 
         connection.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
-def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
-    """Give the database fresh, empty tables.
+def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> dict[str, list[str]]:
+    """Give the database fresh, empty tables; returns what `create_all_by_engine` created
+    (engine name -> tables; empty lists when the tables were only emptied).
 
     The first call in a process for a database drops and creates the tables; later
     calls empty them all with one statement (`reset_all`). No connection stays
-    checked out.
+    checked out. On a shard's graph only the shard's own tables (see `engine_tables`).
 
     Raises:
         UnsafeOperationError: when the database is not a test database (see the module).
@@ -330,7 +389,8 @@ def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
     require_test_graph(graph, action="recreate tables")
     graph = as_graph(graph)
     metadata = model_cls.metadata
-    groups = tables_by_engine(graph, metadata)
+    named = engine_tables(graph, metadata)
+    groups = [(group.engine, group.tables) for group in named]
     for routed, _ in groups[1:]:
         _require_routed_test_database(graph, routed, action="recreate tables")
     keys = [_key(routed, metadata, tables) for routed, tables in groups]
@@ -340,14 +400,15 @@ def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
                 for routed, tables in groups:
                     # Checked above, for this graph and each engine.
                     reset_all(routed, metadata, tables=tables, allow_destructive=True)
-                return
+                return {group.name: [] for group in named}
             except (ProgrammingError, IntegrityError):
                 # A table was dropped behind our back, or a foreign table now references
                 # ours with rows: start over (drop_all cascades).
                 _created.difference_update(keys)
     drop_all(graph, model_cls)
-    create_all(graph, model_cls)
+    created = create_all_by_engine(graph, model_cls)
     _created.update(keys)
+    return created
 
 
 def stamp_head(graph: GraphLike, model_cls: HasMetadata = Model) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from microcosm_postgres import createall, health, migrate, operations
+from microcosm_postgres.constants import GLOBAL_SHARD_NAME
 from microcosm_postgres.errors import MigrationsBehindError, PersistenceError
 from microcosm_postgres.graph import GraphLike, HasMetadata
 from microcosm_postgres.models import Model
@@ -39,21 +40,25 @@ __all__ = [
 ]
 
 
-def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> dict[str, list[str]]:
-    """`operations.create_all` on every shard; returns shard name -> tables created.
+def create_all(graph: GraphLike, model_cls: HasMetadata = Model) -> dict[str, dict[str, list[str]]]:
+    """`operations.create_all` on every shard; returns shard name -> engine name -> tables
+    created (`postgres` is the shard's own engine; routed engines, shared by every shard,
+    appear under `global` only).
 
     Raises:
         MigrationsBehindError: when a shard's database is at another revision (named).
         UnknownShardError: when `SHARD` names no shard.
 
     """
-    return {shard_of(shard): operations.create_all(shard, model_cls) for shard in subgraphs(graph)}
+    return {shard_of(shard): operations.create_all_by_engine(shard, model_cls) for shard in subgraphs(graph)}
 
 
-def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
-    """Testing only: fresh, empty tables on every shard (`operations.recreate_all`).
+def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> dict[str, dict[str, list[str]]]:
+    """Testing only: fresh, empty tables on every shard (`operations.recreate_all`); returns
+    what `create_all` returns (empty lists for tables that were only emptied).
 
-    Every shard is checked as a test database before any is touched.
+    Every shard is checked as a test database before any is touched; a shard acts on its
+    own tables, routed engines are recreated with `global` only.
 
     Raises:
         UnsafeOperationError: when a shard's database is not a test database; nothing is dropped.
@@ -63,8 +68,7 @@ def recreate_all(graph: GraphLike, model_cls: HasMetadata = Model) -> None:
     shards = subgraphs(graph)
     for shard in shards:
         operations.require_test_graph(shard, action="recreate tables")
-    for shard in shards:
-        operations.recreate_all(shard, model_cls)
+    return {shard_of(shard): operations.recreate_all(shard, model_cls) for shard in shards}
 
 
 def createall_command(graph: GraphLike, args: Sequence[str] | None = None, *, model_cls: HasMetadata = Model) -> None:
@@ -127,23 +131,54 @@ def check_health(graph: GraphLike) -> dict[str, str]:
     return answers
 
 
-def check_alembic(graph: GraphLike) -> dict[str, str | None]:
-    """Every shard's current revision (shard name -> revision; None: never migrated nor stamped),
-    checked against the code's head: all shards share the `postgres` history.
+def check_alembic(graph: GraphLike) -> dict[str, dict[str, str | None]]:
+    """Every shard's current revisions: shard name -> engine name -> revision (None: never
+    migrated nor stamped), checked against the code's heads. Each shard has the `postgres`
+    history; each routed engine (`__engine__`, shared by the shards) has its own, reported
+    under `global` (when `global` is among the shards `SHARD` selects).
 
     Raises:
-        MigrationsBehindError: naming each shard that is not at the head revision.
-        DatabaseUnavailableError: when a shard's database cannot be reached.
+        MigrationsBehindError: naming each shard and engine that is not at its head revision.
+        PersistenceError: of the first failing shard's class (`DatabaseUnavailableError` for
+            a database that cannot be reached), naming every shard that failed, with its
+            host and database, and the shards that answered.
         UnknownShardError: when `SHARD` names no shard.
 
     """
     shards = subgraphs(graph)
-    head = migrate.head_revision(shards[0])
-    revisions = {shard_of(shard): migrate.current_revision(shard) for shard in shards}
-    behind = {name: revision for name, revision in revisions.items() if head is not None and revision != head}
+    revisions: dict[str, dict[str, str | None]] = {}
+    failures: dict[str, PersistenceError] = {}
+    behind: list[str] = []
+    for shard in shards:
+        name = shard_of(shard)
+        try:
+            revisions[name] = {}
+            for engine in migrate.engine_names(shard):
+                if engine != migrate.DEFAULT_ENGINE and name != GLOBAL_SHARD_NAME:
+                    continue  # shared by every shard: reported under global
+                head = migrate.head_revision(shard, engine=engine)
+                try:
+                    current = migrate.current_revision(shard, engine=engine)
+                except PersistenceError as error:
+                    url = migrate.engine_named(shard, engine).url
+                    where = f"PostgreSQL at {url.host}:{url.port}, database {url.database!r}"
+                    raise health.located(error, where) from error
+                revisions[name][engine] = current
+                if head is not None and current != head:
+                    which = "" if engine == migrate.DEFAULT_ENGINE else f" engine {engine!r}"
+                    behind.append(f"{name!r}{which} at {current or 'no revision'} (head {head})")
+        except PersistenceError as error:
+            revisions.pop(name, None)
+            failures[name] = error
+    if failures:
+        answers = {
+            name: ", ".join(f"engine {engine!r} at {revision or 'no revision'}" for engine, revision in revs.items())
+            for name, revs in revisions.items()
+        }
+        raise _report(failures, answers) from next(iter(failures.values()))
     if behind:
-        which = ", ".join(f"{name!r} at {revision or 'no revision'}" for name, revision in behind.items())
         raise MigrationsBehindError(
-            f"Shards behind the code's head {head}: {which}. Run `migrate upgrade head` (every shard, or SHARD=<name>)."
+            f"Shards behind the code's head: {'; '.join(behind)}. Run `migrate upgrade head` (every shard, or "
+            "SHARD=<name>)."
         )
     return revisions

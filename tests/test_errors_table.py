@@ -288,6 +288,7 @@ PROVOKERS: dict[str, Callable[[Lab], None]] = {
     "55P03": _lock_not_available,
     "55P03 nowait": _row_locked_nowait,
     "42P07": _sql("CREATE TEMP TABLE parent (id int)"),
+    "42P01": _sql("SELECT * FROM no_such_relation_here"),
     "57014": _statement_timeout,
     "40001": _serialization_failure,
     "40P01": _deadlock,
@@ -342,3 +343,20 @@ def test_row(lab: Lab, fault: str) -> None:
     # The example graph's connections still work after the fault.
     with lab.engine.connect() as connection:
         assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ("42P07", 'relation "parent" already exists'),
+        ("42P01", 'relation "no_such_relation_here" does not exist'),
+        ("42501", "permission denied for table"),
+    ],
+)
+def test_rows_where_the_server_names_the_object_say_which(lab: Lab, fault: str, words: str) -> None:
+    """The server's primary message names the relation; the typed error carries it (a migration
+    failing with 42P07 says which table), and still never the detail."""
+    with pytest.raises(PersistenceError) as raised, translating():
+        PROVOKERS[fault](lab)
+    assert raised.value.fault == fault
+    assert words in str(raised.value)

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import migrate
 from microcosm_postgres.errors import MigrationsBehindError
+from microcosm_postgres.factories.routing import router_for
 from microcosm_postgres.graph import Graph, as_graph
 from microcosm_postgres.health import check_alembic, check_migrations
 from microcosm_postgres.migrate import MissingEngineMigrationsError
@@ -185,3 +186,40 @@ def test_a_routed_engine_on_the_postgres_database_cannot_have_a_history(
     finally:
         graph.postgres.dispose()
         migrate.engine_named(graph, "postgres").dispose()
+
+
+def test_upgrade_checks_every_engine_before_running_any(graph: Graph, directory: Path, server: PostgresServer) -> None:
+    migrate.main(graph, "--raiseerr", "revision", "-m", "main")  # the postgres history only: no secret/
+    with pytest.raises(MissingEngineMigrationsError) as raised:
+        migrate.main(graph, "--raiseerr", "upgrade", "head")
+    assert "secret" in str(raised.value)
+    assert "alembic_version" not in tables(server, MAIN_DATABASE)  # global was not upgraded first
+    with pytest.raises(MissingEngineMigrationsError):
+        migrate.upgrade(graph)
+    assert "alembic_version" not in tables(server, MAIN_DATABASE)
+
+
+def test_a_routed_engine_on_the_postgres_database_stops_upgrade_before_anything_runs(
+    server: PostgresServer, directory: Path
+) -> None:
+    (directory / "secret").mkdir()
+    graph = engine_graph(server, directory, secret_database=MAIN_DATABASE)
+    try:
+        drop_all(graph)
+        migrate.main(graph, "--raiseerr", "revision", "-m", "main")
+        with pytest.raises(MissingEngineMigrationsError) as raised:
+            migrate.main(graph, "--raiseerr", "upgrade", "head")
+        assert "same database" in str(raised.value)
+        assert "alembic_version" not in tables(server, MAIN_DATABASE)
+    finally:
+        graph.postgres.dispose()
+        getattr(router_for(graph), "engines", {})["secret"].dispose()  # drop_all connected through it
+
+
+def test_an_unknown_engine_name_is_said_to_be_unknown(graph: Graph, directory: Path) -> None:
+    with pytest.raises(MissingEngineMigrationsError) as raised:
+        migrate.main(graph, "--raiseerr", "current", "--engine", "nope")
+    message = str(raised.value)
+    assert "Unknown engine 'nope'" in message
+    assert "'postgres', 'secret'" in message
+    assert "has no migration history" not in message

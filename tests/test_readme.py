@@ -77,3 +77,15 @@ def test_encrypted_models_snippet_prints_what_it_says() -> None:
     result = run(snippet + cleanup)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "alice@example.com ['key-a'] None"
+
+
+def test_isolation_snippet(example_databases: PostgresServer) -> None:
+    """The "Routed engines and shards in tests" snippet: the shard's row is seen inside the
+    isolation and gone after it."""
+    east = run_database("readme_iso_east")
+    provision("example", testing=True, database_name=east, admin_url=example_databases.admin_url)
+    snippet = next(snippet for snippet in snippets() if "with isolated(graph):" in snippet)
+    env = dict(os.environ, EXAMPLE__SHARDS__EAST__POSTGRES__DATABASE_NAME=east)
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "0"]

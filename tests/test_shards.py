@@ -25,6 +25,7 @@ from microcosm_postgres import migrate
 from microcosm_postgres import shards as shard_helpers
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import (
+    AuthenticationFailedError,
     DatabaseUnavailableError,
     MigrationsBehindError,
     ShardChangeError,
@@ -37,11 +38,14 @@ from microcosm_postgres.example import Company, ExampleGraph
 from microcosm_postgres.factories.engine import make_url
 from microcosm_postgres.factories.shards import ClientShard, same_database
 from microcosm_postgres.graph import as_graph
+from microcosm_postgres.migrate import MissingEngineMigrationsError
 from microcosm_postgres.provision import provision
 from microcosm_postgres.sharded_subgraph import ShardGraph, shard_of, subgraph, subgraphs
+from microcosm_postgres.store import Store
 from microcosm_postgres.testing.server import _free_port
 from microcosm_postgres.testing.topology import ServerGroup
 from tests.conftest import database_in_use, run_database
+from tests.scram import scram_server_running
 from tests.test_scale_routing import ScaleSecret
 
 SHARD_DATABASE = run_database("shard")
@@ -241,7 +245,7 @@ def test_create_all_and_health_per_shard(servers: ServerGroup, capsys: pytest.Ca
         for name, server in zip(SHARDS, servers.servers, strict=True):
             assert f"shard {name!r}:" in out
             assert {"company", "employee"} <= tables_on(server.admin_url, SHARD_DATABASE)
-        assert shard_helpers.create_all(graph) == {name: [] for name in ("global", *SHARDS)}
+        assert shard_helpers.create_all(graph) == {name: {"postgres": []} for name in ("global", *SHARDS)}
         report = shard_helpers.check_health(graph)
         assert list(report) == ["global", *SHARDS]
         assert str(servers[1].port) in report["west"]
@@ -283,7 +287,9 @@ def test_migrations_run_on_every_shard(servers: ServerGroup, tmp_path: Path) -> 
             assert rows_on(server.admin_url, SHARD_DATABASE, "SELECT version_num FROM alembic_version") == [
                 "5a1d0000beef"
             ]
-        assert shard_helpers.check_alembic(graph) == {name: "5a1d0000beef" for name in ("global", *SHARDS)}
+        assert shard_helpers.check_alembic(graph) == {
+            name: {"postgres": "5a1d0000beef"} for name in ("global", *SHARDS)
+        }
 
         # `revision` runs once, not once per shard.
         shard_helpers.migrate_command(graph, "--raiseerr", "revision", "-m", "once")
@@ -450,3 +456,174 @@ def test_a_shard_without_a_postgres_section_is_refused(servers: ServerGroup) -> 
     with pytest.raises(ShardConfigurationError) as raised:
         graph.use("shards")
     assert "EXAMPLE__SHARDS__EAST__POSTGRES__HOST" in str(raised.value)
+
+
+def routed_sharded_graph(servers: ServerGroup, **config: Any) -> ExampleGraph:
+    """Three shards, and the model strategy with a `secret` engine on servers[2] (shared by all shards)."""
+    provision("example", testing=True, database_name=run_database("shard_secret"), admin_url=servers[2].admin_url)
+    secret = {
+        "postgres": {"host": servers[2].host, "port": servers[2].port, "database_name": run_database("shard_secret")}
+    }
+    return sharded_graph(
+        servers, sessionmaker={"engine_routing_strategy": "model_engine_routing_strategy"}, secret=secret, **config
+    )
+
+
+def dispose_routed(graph: ExampleGraph) -> None:
+    dispose(graph)
+    cast(Any, graph).model_engine_routing_strategy.engine("secret").dispose()
+
+
+def test_a_shard_acts_on_its_own_tables_and_the_shared_routed_engine_stays_with_global(
+    servers: ServerGroup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = routed_sharded_graph(servers)
+    secret_db = run_database("shard_secret")
+    try:
+        created = shard_helpers.recreate_all(graph)
+        assert set(created) == {"global", *SHARDS}
+        assert "scale_secret" in created["global"]["secret"]  # said under its engine, with global
+        for name in SHARDS:
+            assert list(created[name]) == ["postgres"]  # a shard: its own tables only
+        with SessionContext(graph), transaction():
+            Store(graph, ScaleSecret).create(ScaleSecret(value="shared"))
+        capsys.readouterr()
+
+        monkeypatch.setenv("SHARD", "east")
+        shard_helpers.createall_command(graph, ["--drop"])
+        out = capsys.readouterr().out
+        assert f":{servers[0].port}/{SHARD_DATABASE}: " in out  # the shard's own server and database
+        assert "scale_secret" not in out
+        assert str(servers[2].port) not in out
+        assert rows_on(servers[2].admin_url, secret_db, "SELECT value FROM scale_secret") == ["shared"]
+        recreated = shard_helpers.recreate_all(graph)
+        assert list(recreated) == ["east"]
+        assert list(recreated["east"]) == ["postgres"]
+        assert rows_on(servers[2].admin_url, secret_db, "SELECT value FROM scale_secret") == ["shared"]
+
+        monkeypatch.delenv("SHARD")
+        shard_helpers.createall_command(graph, [])
+        out = capsys.readouterr().out
+        secret_line = [line for line in out.splitlines() if "(engine 'secret')" in line]
+        assert len(secret_line) == 1  # once, with global
+        assert f":{servers[2].port}/{secret_db} (engine 'secret')" in secret_line[0]
+    finally:
+        dispose_routed(graph)
+
+
+def test_migrate_runs_the_shared_routed_engine_once_with_global(
+    servers: ServerGroup, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "migrations"
+    (directory / "secret").mkdir(parents=True)
+    registry = Registry()
+    registry.bind("migrations_dir", lambda graph: str(directory))
+    graph = routed_sharded_graph(servers, registry=registry)
+    try:
+        migrate.main(graph, "--raiseerr", "current")
+        out = capsys.readouterr().out
+        assert out.count("engine 'secret'") == 1
+        assert "shard 'global', engine 'secret':" in out
+        monkeypatch.setenv("SHARD", "east")
+        migrate.main(graph, "--raiseerr", "current")
+        assert "secret" not in capsys.readouterr().out  # shared: left to global
+        with pytest.raises(MissingEngineMigrationsError) as raised:
+            migrate.main(graph, "--raiseerr", "current", "--engine", "secret")
+        assert "SHARD=global" in str(raised.value)
+        monkeypatch.delenv("SHARD")
+        revisions = shard_helpers.check_alembic(graph)
+        assert revisions["global"] == {"postgres": None, "secret": None}  # the routed history too
+        assert revisions["east"] == {"postgres": None}
+    finally:
+        dispose_routed(graph)
+
+
+def test_a_shard_on_a_routed_engines_database_is_refused(servers: ServerGroup) -> None:
+    config = shard_config(servers)
+    config["vault"] = {
+        "postgres": {"host": servers[2].host, "port": servers[2].port, "database_name": run_database("shard_secret")}
+    }
+    graph = routed_sharded_graph(servers, shards=config)
+    try:
+        with pytest.raises(ShardConfigurationError) as raised:
+            graph.use("shards")
+        assert "'vault'" in str(raised.value)
+        assert "routed engine 'secret'" in str(raised.value)
+    finally:
+        cast(Any, graph).model_engine_routing_strategy.engine("secret").dispose()
+
+
+def test_an_unreachable_shard_names_itself_its_place_and_its_keys(servers: ServerGroup) -> None:
+    config = shard_config(servers)
+    port = _free_port()
+    config["dead"] = {"postgres": {"host": "127.0.0.1", "port": port, "engine_retries": 0}}
+    graph = sharded_graph(servers, shards=config)
+    try:
+        with SessionContext(graph, shard="dead"), pytest.raises(DatabaseUnavailableError) as raised:
+            graph.company_store.count()
+        message = str(raised.value)
+        assert f"127.0.0.1:{port}" in message
+        assert "shards.dead.postgres.host/port" in message
+        with pytest.raises(DatabaseUnavailableError) as checked:
+            shard_helpers.check_alembic(graph)
+        assert "shard 'dead'" in str(checked.value)
+        assert f"127.0.0.1:{port}" in str(checked.value)
+        assert "shard 'east'" in str(checked.value)  # the shards that answered, too
+    finally:
+        dispose(graph)
+
+
+def test_a_refused_login_on_a_shard_names_the_shards_keys(servers: ServerGroup) -> None:
+    with scram_server_running() as scram:
+        config = shard_config(servers)
+        config["locked"] = {"postgres": scram.config(password="wrong-password-1e7", engine_retries=0)}
+        graph = sharded_graph(servers, shards=config)
+        try:
+            with SessionContext(graph, shard="locked"), pytest.raises(AuthenticationFailedError) as raised:
+                graph.company_store.count()
+            message = str(raised.value)
+            assert "shards.locked.postgres.username" in message
+            assert "shards.locked.postgres.password" in message
+            assert "wrong-password-1e7" not in message
+        finally:
+            dispose(graph)
+
+
+def test_shard_names_are_checked(servers: ServerGroup, caplog: pytest.LogCaptureFixture) -> None:
+    graph = sharded_graph(servers)
+    try:
+        with pytest.raises(UnknownShardError) as raised:
+            SessionContext(graph, shard="").open()
+        assert "cannot be empty" in str(raised.value)
+        assert "shards..postgres" not in str(raised.value)
+        with pytest.raises(ShardNotAllowedError) as refused:
+            cast(Any, graph).client_shard.shard_for({"X-Request-Client": "evil-corp"})
+        assert "may not use a shard: client 'evil-corp' is not in client_shard.mapping" in str(refused.value)
+    finally:
+        dispose(graph)
+    with pytest.raises(ShardConfigurationError) as empty:
+        shard_helpers.check_health(sharded_graph(servers, shards={"": {"postgres": {"host": "db-x"}}}))
+    assert "empty name" in str(empty.value)
+    config = shard_config(servers)
+    config["east"]["postgres"]["portt"] = 5999
+    graph = sharded_graph(servers, shards=config)
+    try:
+        with caplog.at_level(logging.WARNING):
+            graph.use("shards", "sessionmakers")
+        warnings = [record.getMessage() for record in caplog.records if "portt" in record.getMessage()]
+        assert len(warnings) == 1
+        assert "shards.east.postgres.portt" in warnings[0]
+    finally:
+        dispose(graph)
+
+
+def test_global_cannot_be_configured_under_shards_even_from_the_environment(
+    servers: ServerGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXAMPLE__SHARDS__GLOBAL__POSTGRES__HOST", "db-elsewhere")
+    graph = cast(ExampleGraph, create_object_graph(name="example", testing=True, loader=load_from_environ))
+    for use in (shard_helpers.check_health, lambda graph: SessionContext(graph, shard="global").open()):
+        with pytest.raises(ShardConfigurationError) as raised:
+            use(graph)
+        assert "EXAMPLE__SHARDS__GLOBAL__POSTGRES__" in str(raised.value)
+    as_graph(graph).postgres.dispose()

@@ -47,7 +47,7 @@ from sqlalchemy.exc import DisconnectionError, StatementError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from microcosm_postgres import naming
-from microcosm_postgres.errors import CONNECTION_FAILURE, connect_error, make_error
+from microcosm_postgres.errors import CONNECTION_FAILURE, InvalidConfigurationError, connect_error, make_error
 from microcosm_postgres.naming import check_identifier
 
 if TYPE_CHECKING:
@@ -88,11 +88,69 @@ def _address_list(value: object) -> tuple[str, ...]:
     return tuple(str(entry).strip() for entry in entries or () if str(entry).strip())  # type: ignore[attr-defined]
 
 
+class _Number:
+    """The converter of a numeric setting: text or number -> `kind`, within `low`..`high`.
+
+    microcosm calls it for `postgres.*` (a `ValueError` there would become its misleading
+    "Missing required configuration"); `_settings` calls `convert` with the full key for
+    the sections microcosm does not type (`shards.<name>.postgres.*`, `<engine>.postgres.*`).
+
+    """
+
+    def __init__(
+        self, kind: type[int] | type[float], name: str, *, low: float | None = None, high: float | None = None
+    ):
+        self.kind = kind
+        self.name = name
+        self.low = low
+        self.high = high
+        self.__name__ = kind.__name__
+
+    def __call__(self, value: object) -> int | float | None:
+        return self.convert(value, key=f"postgres.{self.name}")
+
+    def expected(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{what} from {self.low:g} to {self.high:g}"
+        return f"{what} of at least {self.low:g}" if self.low is not None else what
+
+    def convert(self, value: object, *, key: str) -> int | float | None:
+        """`value` as a `kind`; None stays None.
+
+        Raises:
+            InvalidConfigurationError: naming `key`, the value and what is expected.
+
+        """
+        if value is None:
+            return None
+        try:
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ValueError(value)
+            number = self.kind(value.strip()) if isinstance(value, str) else self.kind(value)
+            if self.kind is int and isinstance(value, float) and value != number:
+                raise ValueError(value)
+        except ValueError:
+            number = None
+        if (
+            number is None
+            or (self.low is not None and number < self.low)
+            or (self.high is not None and number > self.high)
+        ):
+            raise InvalidConfigurationError(
+                f"{key} is {value!r}, which is not {self.expected()}: fix the setting "
+                f"(e.g. the environment variable ending in __{key.upper().replace('.', '__')}).",
+                key=key,
+                value=value,
+            )
+        return number
+
+
 @defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
     # Server host name, address, or directory of a Unix socket; "h1:p1,h2:p2" for failover.
     host=typed(str, default_value="localhost"),
     # Server port.
-    port=typed(int, default_value=5432),
+    port=typed(_Number(int, "port", low=1, high=65535), default_value=5432),
     # Database name; None means `{name}_test_db` when testing, else `{name}_db`.
     database_name=typed(str, default_value=None),
     # Role to connect as; None means `{name}`, or `{name}_ro` when read_only.
@@ -107,13 +165,13 @@ def _address_list(value: object) -> tuple[str, ...]:
     # Log every statement (SQLAlchemy's echo).
     echo=typed(bool, default_value=False),
     # Connections kept open in the pool.
-    pool_size=typed(int, default_value=5),
+    pool_size=typed(_Number(int, "pool_size", low=0), default_value=5),
     # Connections opened beyond pool_size under load, closed when returned.
-    max_overflow=typed(int, default_value=10),
+    max_overflow=typed(_Number(int, "max_overflow", low=-1), default_value=10),
     # Seconds to wait for a free connection before DatabaseUnavailableError.
-    pool_timeout=typed(float, default_value=2),
+    pool_timeout=typed(_Number(float, "pool_timeout", low=0), default_value=2),
     # Seconds after which a pooled connection is replaced; -1 never.
-    pool_recycle=typed(int, default_value=-1),
+    pool_recycle=typed(_Number(int, "pool_recycle", low=-1), default_value=-1),
     # Send a round-trip ping on every checkout (the free socket probe runs regardless).
     pool_pre_ping=typed(bool, default_value=False),
     # Refuse to connect without SSL (sslmode=require).
@@ -123,27 +181,27 @@ def _address_list(value: object) -> tuple[str, ...]:
     # Root certificate file used by verify_ssl (libpq's sslrootcert).
     ssl_cert_path=typed(str, default_value=None),
     # Seconds libpq waits to establish a connection; also bounds all retries of one connect.
-    connect_timeout=typed(int, default_value=5),
+    connect_timeout=typed(_Number(int, "connect_timeout", low=0), default_value=5),
     # Milliseconds after which the server cancels a statement (QueryTimeoutError); None no limit.
-    statement_timeout=typed(int, default_value=None),
+    statement_timeout=typed(_Number(int, "statement_timeout", low=0), default_value=None),
     # Seconds a statement or COMMIT may wait for the server's reply before the client drops the
     # connection (DatabaseUnavailableError); None: statement_timeout + 2 s when that is set, else no bound.
-    response_timeout=typed(float, default_value=None),
+    response_timeout=typed(_Number(float, "response_timeout"), default_value=None),
     # Seconds a connection may sit idle before TCP keepalive probes start (libpq keepalives_idle).
-    keepalives_idle=typed(int, default_value=10),
+    keepalives_idle=typed(_Number(int, "keepalives_idle", low=0), default_value=10),
     # Seconds between unanswered keepalive probes (libpq keepalives_interval).
-    keepalives_interval=typed(int, default_value=5),
+    keepalives_interval=typed(_Number(int, "keepalives_interval", low=0), default_value=5),
     # Unanswered keepalive probes after which the kernel drops the connection (libpq keepalives_count).
-    keepalives_count=typed(int, default_value=3),
+    keepalives_count=typed(_Number(int, "keepalives_count", low=0), default_value=3),
     # Milliseconds sent data may stay unacknowledged before the kernel drops the connection
     # (libpq tcp_user_timeout, Linux); 0 the system default.
-    tcp_user_timeout=typed(int, default_value=20000),
+    tcp_user_timeout=typed(_Number(int, "tcp_user_timeout", low=0), default_value=20000),
     # Name shown in pg_stat_activity; None means the service name.
     application_name=typed(str, default_value=None),
     # Extra attempts when opening a connection fails (server restarting, refused).
-    engine_retries=typed(int, default_value=10),
+    engine_retries=typed(_Number(int, "engine_retries", low=0), default_value=10),
     # Milliseconds between those attempts.
-    engine_retry_interval=typed(int, default_value=100),
+    engine_retry_interval=typed(_Number(int, "engine_retry_interval", low=0), default_value=100),
     # Admin connection URL for provisioning only (MICROCOSM_POSTGRES_ADMIN_URL wins); None: postgres@host:port.
     admin_url=typed(str, default_value=None),
     # Let drop/recreate/reset/truncate act on a database that is not a test database (see operations).
@@ -171,39 +229,56 @@ def postgres_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return section if isinstance(section, Mapping) else config
 
 
-def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
+def _settings(config: Mapping[str, Any], *, key: str = "postgres") -> dict[str, Any]:
     """The declared defaults overlaid with `config`, so a partial mapping is enough.
 
-    Keys `configure_engine` does not declare are reported (a warning naming them, never
-    their values): a misspelt key would otherwise be silently ignored.
+    `key` is the section's full key (`postgres`, `shards.east.postgres`, `secret.postgres`),
+    named in messages. Keys `configure_engine` does not declare are reported (one warning
+    naming them in full, never their values): a misspelt key would otherwise be silently
+    ignored. A value that cannot be converted to its declared type, or is out of range
+    (a port above 65535), raises `InvalidConfigurationError`.
 
     """
     section = postgres_section(config)
     declared = get_defaults(configure_engine)
-    settings = {key: requirement.default_value for key, requirement in declared.items()}
-    unknown = sorted(str(key) for key in section if key not in settings)
+    settings = {name: requirement.default_value for name, requirement in declared.items()}
+    unknown = sorted(str(name) for name in section if name not in settings)
     if unknown:
         logger.warning(
-            "Ignoring unknown postgres configuration keys: %s. Known keys are: %s.",
-            ", ".join(unknown),
+            "Ignoring unknown configuration keys: %s. Known keys of %s are: %s.",
+            ", ".join(f"{key}.{name}" for name in unknown),
+            key,
             ", ".join(sorted(settings)),
         )
-    settings.update({key: _coerce(declared[key].type, value) for key, value in section.items() if key in settings})
+    settings.update(
+        {
+            name: _coerce(declared[name].type, value, f"{key}.{name}")
+            for name, value in section.items()
+            if name in settings
+        }
+    )
     return settings
 
 
-def _coerce(kind: Any, value: Any) -> Any:
-    """A value given as text (an environment variable under a section microcosm did not
-    type: `shards.<name>.postgres.*`, `<engine>.postgres.*`) converted to its declared type."""
+def _coerce(kind: Any, value: Any, key: str) -> Any:
+    """A value converted to its declared type (text from the environment under a section
+    microcosm did not type: `shards.<name>.postgres.*`, `<engine>.postgres.*`), range checked.
+
+    Raises:
+        InvalidConfigurationError: naming `key`, the value and what is expected.
+
+    """
+    if isinstance(kind, _Number):
+        return kind.convert(value, key=key)
     if not isinstance(value, str) or kind is str:
         return value
     if kind is bool:
-        return boolean(value)
-    if kind in (int, float):
         try:
-            return kind(value)
+            return boolean(value)
         except ValueError as error:
-            raise ValidationError(f"A postgres setting expects a {kind.__name__}, not {value!r}.") from error
+            raise InvalidConfigurationError(
+                f"{key} is {value!r}, which is not a boolean: use true or false.", key=key, value=value
+            ) from error
     return kind(value)
 
 
@@ -244,14 +319,16 @@ def username_for(metadata: Metadata, config: Mapping[str, Any]) -> str:
     return naming.username(metadata.name, read_only=bool(section.get("read_only")))
 
 
-def make_url(metadata: Metadata, config: Mapping[str, Any]) -> URL:
-    """The connection URL for `config` (its repr and str hide the password).
+def make_url(metadata: Metadata, config: Mapping[str, Any], *, key: str = "postgres") -> URL:
+    """The connection URL for `config` (its repr and str hide the password); `key` is the
+    section's full key, for messages.
 
     Raises:
         microcosm.errors.ValidationError: for a driver that is not PostgreSQL's.
+        InvalidConfigurationError: for a value of the wrong type or out of range.
 
     """
-    settings = _settings(config)
+    settings = _settings(config, key=key)
     hosts = _hosts(settings)
     return URL.create(
         drivername=_driver(settings),
@@ -361,20 +438,24 @@ def choose_args(metadata: Metadata, config: Mapping[str, Any]) -> tuple[tuple[UR
     return (make_url(metadata, settings),), kwargs
 
 
-def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
+def make_engine(metadata: Metadata, config: Mapping[str, Any], *, key: str = "postgres") -> Engine:
     """Build an engine for `metadata` (service name, testing) and `config`.
 
     `config` is the `postgres` section or the whole configuration (3.x services pass
     `graph.config`). Missing keys take their declared defaults, so this is usable
-    without a graph; unknown keys are reported with a warning.
+    without a graph; unknown keys are reported with a warning. `key` is the section's
+    full key (`shards.east.postgres`), named by warnings, by configuration errors and by
+    the errors of connections that fail (which keys to check).
 
     Raises:
         microcosm.errors.ValidationError: for an unknown driver, or `verify_ssl` without
             `ssl_cert_path`.
+        InvalidConfigurationError: for a value of the wrong type or out of range (a port
+            outside 1..65535), naming the full key.
         InvalidNameError: for a database or role name longer than 63 bytes.
 
     """
-    settings = _settings(config)
+    settings = _settings(config, key=key)
     args, kwargs = choose_args(metadata, settings)
     engine = create_engine(*args, **kwargs)
     _retry_connects(
@@ -382,6 +463,7 @@ def make_engine(metadata: Metadata, config: Mapping[str, Any]) -> Engine:
         retries=settings["engine_retries"],
         interval=settings["engine_retry_interval"],
         budget=settings["connect_timeout"],
+        key=key,
     )
     event.listen(engine, "connect", _mark_fresh)
     event.listen(engine, "checkout", _discard_if_server_closed)
@@ -585,7 +667,7 @@ def _wrap_driver_value_errors(context: ExceptionContext) -> Exception | None:
     return None
 
 
-def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: float) -> None:
+def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: float, key: str = "postgres") -> None:
     """Open new DBAPI connections with `retries` extra attempts, `interval` ms apart.
 
     No new attempt starts once `budget` seconds (connect_timeout) have passed since
@@ -593,7 +675,9 @@ def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: floa
     twice connect_timeout, not `retries` times it. A refused login is not retried: it
     raises `AuthenticationFailedError` at once (see `errors.connect_error`). Other
     connection failures carry no SQLSTATE on either driver, so they are all retried
-    (a wrong database name therefore fails after the retries rather than at once).
+    (a wrong database name therefore fails after the retries rather than at once). The
+    last failure is raised as its typed error, naming host, port, database and the
+    configuration keys `key.*` to check.
 
     """
     url = engine.url
@@ -608,11 +692,13 @@ def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: floa
                 return dialect.connect(*cargs, **cparams)
             except dialect.loaded_dbapi.OperationalError as error:
                 typed_error = connect_error(
-                    error, user=url.username, host=url.host, port=url.port, database=url.database
+                    error, user=url.username, host=url.host, port=url.port, database=url.database, key=key
                 )
                 if typed_error is not None and not typed_error.retryable:
                     raise typed_error from error
                 if attempt >= retries or time.monotonic() + interval / 1000 > deadline:
+                    if typed_error is not None:
+                        raise typed_error from error
                     raise
                 logger.warning(
                     "Connecting to %s failed (attempt %d of %d); retrying in %d ms",

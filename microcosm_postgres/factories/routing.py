@@ -230,10 +230,10 @@ def configure_model_engine_routing_strategy(graph: Graph) -> ModelRouter:
     from microcosm_postgres.models import Model
 
     def build(name: str) -> Engine:
-        return make_engine(graph.metadata, _section(graph, name))
+        return make_engine(graph.metadata, _section(graph, name), key=f"{name}.postgres")
 
     def build_replicas(name: str) -> Replicas | None:
-        return make_replicas(graph.metadata, _section(graph, name))
+        return make_replicas(graph.metadata, _section(graph, name), key=f"{name}.postgres")
 
     models = [mapper.class_ for mapper in Model.registry.mappers]
     default_replicas = make_replicas(graph.metadata, graph.config["postgres"])
@@ -381,12 +381,12 @@ def _replica_settings(entry: str) -> dict[str, Any]:
     return {"host": entry}
 
 
-def make_replicas(metadata: Metadata, config: Mapping[str, Any]) -> Replicas | None:
+def make_replicas(metadata: Metadata, config: Mapping[str, Any], *, key: str = "postgres") -> Replicas | None:
     """Engines for the `replicas` of a `postgres` section (None when there are none).
 
     Each replica engine has the primary's settings, with the entry's host and port (or
     what its URL gives), and no connect retries: a replica that does not answer is
-    skipped within one `connect_timeout`.
+    skipped within one `connect_timeout`. `key` is the primary's section (for messages).
 
     """
     section = postgres_section(config)
@@ -397,7 +397,7 @@ def make_replicas(metadata: Metadata, config: Mapping[str, Any]) -> Replicas | N
     for entry in entries:
         settings = {key: value for key, value in section.items() if key != "replicas"}
         settings.update(_replica_settings(str(entry)), engine_retries=0)
-        engines.append(make_engine(metadata, settings))
+        engines.append(make_engine(metadata, settings, key=f"{key}.replicas"))
     return Replicas(engines) if engines else None
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction, UOWTransaction, sessionmaker
 from sqlalchemy.sql.elements import ClauseElement
 
+from microcosm_postgres._sessions import ISOLATION
 from microcosm_postgres.factories.routing import (
     ALLOW_CROSS_ENGINE_WRITES,
     READ_ONLY,
@@ -44,7 +45,10 @@ class RoutingSession(Session):
     otherwise), unless `allow_cross_engine_writes` is true; `read_only` sends all its
     statements to a replica of their engine, when it has one (see `factories.routing`).
     `shard` names the shard its router serves (`factories.shards`); it is fixed for the
-    session's life.
+    session's life. Under test isolation (`testing.isolation`, `session.info` key
+    `_sessions.ISOLATION`) each engine the router chooses is replaced by the test's
+    connection to it, which holds the outer transaction that is rolled back (replicas are
+    not used then: they could not see the test's rows).
 
     """
 
@@ -77,6 +81,10 @@ class RoutingSession(Session):
         if self.router is None or self.bind is not None:
             return super().get_bind(mapper, clause=clause, **kwargs)
         bind = self.router.get_bind(mapper=mapper, clause=clause)
+        isolation = self.info.get(ISOLATION)
+        if isolation is not None:
+            connection: Connection = isolation.connection(bind.engine if isinstance(bind, Connection) else bind)
+            return connection
         replicas: dict[Engine, Replicas] = getattr(self.router, "replicas", {})
         if isinstance(bind, Engine) and bind in replicas:
             return replica_bind(self, bind, replicas[bind], clause)

@@ -49,7 +49,7 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from microcosm_postgres.constants import GLOBAL_SHARD_NAME, X_REQUEST_CLIENT_HEADER, X_REQUEST_SHARD_HEADER
 from microcosm_postgres.errors import ShardConfigurationError, ShardNotAllowedError, UnknownShardError
-from microcosm_postgres.factories.engine import make_engine, make_url
+from microcosm_postgres.factories.engine import make_engine
 from microcosm_postgres.factories.routing import EngineRouter, Replicas, make_replicas, router_for
 from microcosm_postgres.factories.sessionmaker import RoutingSession, make_sessionmaker
 
@@ -76,13 +76,41 @@ SHARD_VARIABLE = "SHARD"
 
 
 def shard_names(graph: Graph) -> list[str]:
-    """`global`, then the shards configured under `shards`, in configuration order."""
+    """`global`, then the shards configured under `shards`, in configuration order.
+
+    Raises:
+        ShardConfigurationError: a shard configured under the name `global` (which is the
+            `postgres` engine: a `shards.global.postgres.*` setting would be ignored), or
+            under an empty or blank name.
+
+    """
     configured = graph.config.get("shards") or {}
-    return [GLOBAL_SHARD_NAME, *(str(name) for name in configured)]
+    names = [str(name) for name in configured]
+    prefix = graph.metadata.name.upper().replace("-", "_")
+    for name in names:
+        if not name.strip():
+            raise ShardConfigurationError(
+                f"A shard is configured with an empty name ({prefix}__SHARDS____POSTGRES__... or a "
+                '`shards: {"": ...}` entry): name it, e.g. shards.east.postgres.host.',
+                shard=name,
+            )
+        if name == GLOBAL_SHARD_NAME:
+            raise ShardConfigurationError(
+                f"`shards.{GLOBAL_SHARD_NAME}` cannot be configured ({prefix}__SHARDS__GLOBAL__POSTGRES__...): the "
+                f"{GLOBAL_SHARD_NAME!r} shard is the `postgres` engine, so these settings would be ignored. "
+                f"Configure `postgres.*` for it ({prefix}__POSTGRES__...), and give other shards other names.",
+                shard=GLOBAL_SHARD_NAME,
+            )
+    return [GLOBAL_SHARD_NAME, *names]
 
 
 def _unknown(graph: Graph, name: object) -> UnknownShardError:
     known = ", ".join(repr(known) for known in shard_names(graph))
+    if not isinstance(name, str) or not name.strip():
+        return UnknownShardError(
+            f"No shard was named ({name!r}): a shard name cannot be empty. Name one of the shards: {known}.",
+            shard=None if name is None else str(name),
+        )
     return UnknownShardError(
         f"No shard named {name!r}: the shards are {known}. Name one of them, or configure "
         f"shards.{name}.postgres.* for a new one.",
@@ -166,10 +194,22 @@ def _where(url: URL) -> str:
     return f"{url.host or url.query.get('host')}:{url.port}, database {url.database!r}"
 
 
-def _check_distinct(graph: Graph, urls: Mapping[str, URL]) -> None:
-    """Refuse shards whose rows would land in the same database as another's (no password shown)."""
+def _check_distinct(graph: Graph, urls: Mapping[str, URL], routed: Mapping[str, URL]) -> None:
+    """Refuse shards whose rows would land in the same database as another's, or as a routed
+    engine's (`__engine__`, shared by every shard); no password shown."""
     names = list(urls)
     for index, name in enumerate(names):
+        if name == GLOBAL_SHARD_NAME:
+            continue  # a routed engine on the `postgres` database is migrate's refusal, not ours
+        for engine, url in routed.items():
+            if same_database(urls[name], url):
+                raise ShardConfigurationError(
+                    f"Shard {name!r} resolves to the same server and database as the routed engine {engine!r} "
+                    f"({_where(urls[name])}), which every shard shares: the shard's tables and the engine's would "
+                    f"silently mix. Give the shard its own database (shards.{name}.postgres.database_name) or "
+                    f"the engine its own ({engine}.postgres.database_name).",
+                    shard=name,
+                )
         for other in names[:index]:
             if same_database(urls[name], urls[other]):
                 who = "the `postgres` engine (shard 'global')" if other == GLOBAL_SHARD_NAME else f"shard {other!r}"
@@ -187,27 +227,29 @@ def configure_shards(graph: Graph) -> dict[str, Engine]:
     engine built from its `shards.<name>.postgres` section (see the module for what it inherits).
 
     Raises:
-        ShardConfigurationError: a shard named `global`, a shard without a `postgres`
-            section, or two shards (or a shard and `postgres`) on the same server and database.
-        microcosm.errors.ValidationError: a shard's settings are invalid (as for `postgres`).
+        ShardConfigurationError: a shard named `global` or with an empty name, a shard
+            without a `postgres` section, or two shards (or a shard and `postgres`, or a shard
+            and a routed engine) on the same server and database.
+        InvalidConfigurationError: a shard's value of the wrong type or out of range, named
+            in full (`shards.east.postgres.port`).
+        microcosm.errors.ValidationError: a shard's settings are otherwise invalid (as for `postgres`).
 
     """
-    configured = graph.config.get("shards") or {}
-    if GLOBAL_SHARD_NAME in configured:
-        raise ShardConfigurationError(
-            f"`shards.{GLOBAL_SHARD_NAME}` cannot be configured: the {GLOBAL_SHARD_NAME!r} shard is the "
-            "`postgres` engine. Configure `postgres.*` for it, and give other shards other names.",
-            shard=GLOBAL_SHARD_NAME,
-        )
-    urls = {GLOBAL_SHARD_NAME: graph.postgres.url}
-    sections = {}
-    for name in shard_names(graph)[1:]:
-        sections[name] = shard_section(graph, name)
-        urls[name] = make_url(graph.metadata, sections[name])
-    _check_distinct(graph, urls)
     engines: dict[str, Engine] = {GLOBAL_SHARD_NAME: graph.postgres}
-    for name, section in sections.items():
-        engines[name] = make_engine(graph.metadata, section)
+    for name in shard_names(graph)[1:]:
+        engines[name] = make_engine(graph.metadata, shard_section(graph, name), key=f"shards.{name}.postgres")
+    routed: dict[str, Engine] = getattr(router_for(graph), "engines", {})
+    try:
+        _check_distinct(
+            graph,
+            {name: engine.url for name, engine in engines.items()},
+            {name: engine.url for name, engine in routed.items()},
+        )
+    except ShardConfigurationError:
+        for name, engine in engines.items():
+            if name != GLOBAL_SHARD_NAME:
+                engine.dispose()
+        raise
     return engines
 
 
@@ -252,7 +294,7 @@ def make_shard_routers(graph: Graph) -> dict[str, EngineRouter]:
     routers: dict[str, EngineRouter] = {GLOBAL_SHARD_NAME: base}
     for name, engine in shards.items():
         if name != GLOBAL_SHARD_NAME:
-            replicas = make_replicas(graph.metadata, shard_section(graph, name))
+            replicas = make_replicas(graph.metadata, shard_section(graph, name), key=f"shards.{name}.postgres")
             routers[name] = ShardRouter(base, graph.postgres, engine, replicas)
     return routers
 
@@ -302,9 +344,9 @@ class ClientShard:
 
         """
         if client is None or client not in self.mapping:
-            what = "sent no client id" if client is None else f"client {client!r} is not in client_shard.mapping"
+            what = "it sent no client id" if client is None else f"client {client!r} is not in client_shard.mapping"
             raise ShardNotAllowedError(
-                f"This request may not use a shard: it {what}. Add the client to client_shard.mapping "
+                f"This request may not use a shard: {what}. Add the client to client_shard.mapping "
                 f"(client id -> shard), and send its id in the {X_REQUEST_CLIENT_HEADER} header."
             )
         return self.mapping[client]

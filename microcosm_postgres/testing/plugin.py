@@ -20,11 +20,17 @@ Fixtures:
                             else a throwaway one (see `--postgres-server`).
     postgres_session_graph  (session) the service's testing graph; its role and database
                             are created when missing, and its tables once per test session
-                            (by `upgrade head` when the service has migrations).
+                            (by `upgrade head` when the service has migrations). So are the
+                            databases of its shards (`shards.<name>.postgres`) and routed
+                            engines (`<engine>.postgres`) that are test databases on the
+                            plugin's server (same host and port); the tables of every shard
+                            and routed engine are (re)created, test databases only.
     postgres_topology       (session) a throwaway primary and its streaming standby, started on
                             first use, stopped and deleted at the end (see `testing.topology`).
     postgres_graph          (function) that graph with a SessionContext open in which the
-                            test runs inside an outer transaction rolled back at the end.
+                            test runs inside outer transactions rolled back at the end, one
+                            per engine it reaches: routed engines, and the shards of
+                            `SessionContext(postgres_graph, shard=...)` opened in the test.
                             Tests marked `@pytest.mark.postgres_commit` really commit
                             instead, and every table is emptied after them.
 
@@ -36,7 +42,8 @@ cannot set up its server or database ends the run with one message and exit stat
 usage error), rather than failing each test that uses it with the plugin's traceback.
 
 Under pytest-xdist each worker gets its own database, `{database}_{worker}`, copied
-from the first one as a template.
+from the first one as a template (and its own shard and routed databases on the plugin's
+server, `{database}_{worker}`, set through the environment).
 
 At session start the plugin imports the service's modules (`microcosm_postgres_import`,
 else the module named like the service when one exists), so `graph.<name>_store` is bound
@@ -55,12 +62,18 @@ from typing import NoReturn
 
 import pytest
 from microcosm.api import create_object_graph
+from microcosm.errors import ValidationError
+from sqlalchemy.engine import Engine
 
-from microcosm_postgres.errors import UnsafeOperationError
+from microcosm_postgres.errors import PersistenceError, UnsafeOperationError
 from microcosm_postgres.factories.engine import database_name_for, username_for
+from microcosm_postgres.factories.routing import router_for
+from microcosm_postgres.factories.shards import shard_names
 from microcosm_postgres.graph import Graph, as_graph
+from microcosm_postgres.naming import is_test_database_name
 from microcosm_postgres.operations import drop_all, recreate_all, require_test_graph
 from microcosm_postgres.provision import clone_database
+from microcosm_postgres.sharded_subgraph import subgraph
 from microcosm_postgres.testing.database import (
     MODES,
     SERVER_MODE_VARIABLE,
@@ -246,15 +259,81 @@ def postgres_session_graph(
                 clone_database(postgres_server.admin_url, database, worker_database, owner)
                 patch.setenv(f"{env_prefix(name)}__POSTGRES__DATABASE_NAME", worker_database)
         graph = as_graph(create_object_graph(name=name, testing=True))
-        if has_migrations:
-            drop_all(graph)
-            upgrade(graph)  # the service's own migrations build the schema
-        else:
-            recreate_all(graph)
+        try:
+            patch_names = _ensure_other_databases(graph, postgres_server, worker)
+        except (TestDatabaseError, PersistenceError, ValidationError) as error:
+            _stop(str(error))
+        for variable, value in patch_names.items():
+            patch.setenv(variable, value)
+        if patch_names:
+            graph.postgres.dispose()
+            graph = as_graph(create_object_graph(name=name, testing=True))
+        shards = _all_shards(graph)
+        try:
+            for shard in shards:
+                require_test_graph(shard, action="recreate tables")
+            for shard in shards:
+                if has_migrations:
+                    drop_all(shard)
+                    upgrade(shard)  # the service's own migrations build the schema (routed engines with global)
+                else:
+                    recreate_all(shard)
+        except UnsafeOperationError as error:  # a routed engine's database, checked by drop_all
+            _stop(str(error))
         try:
             yield graph
         finally:
-            graph.postgres.dispose()
+            for shard in shards:
+                shard.postgres.dispose()
+            for engine in _routed(graph).values():
+                engine.dispose()
+
+
+def _all_shards(graph: Graph) -> list[Graph]:
+    """`global` and every configured shard (whatever `SHARD` says)."""
+    if not graph.config.get("shards"):
+        return [graph]
+    return [subgraph(graph, name) for name in shard_names(graph)]
+
+
+def _routed(graph: Graph) -> dict[str, Engine]:
+    engines: dict[str, Engine] = getattr(router_for(graph), "engines", {})
+    return dict(engines)
+
+
+def _ensure_other_databases(graph: Graph, server: PostgresServer, worker: str | None) -> dict[str, str]:
+    """Create the test databases of the shards and routed engines that live on the plugin's
+    server (same host and port) and are named as test databases; under pytest-xdist, a copy
+    per worker (`{database}_{worker}`). Returns the environment variables that point the
+    graph at the workers' copies.
+
+    A shard or routed engine elsewhere, or not named as a test database, is left as it is:
+    its tables are still (re)created when it is a test database, and the run stops with
+    `UnsafeOperationError`'s message otherwise.
+
+    """
+    name = graph.metadata.name
+    prefix = env_prefix(name)
+    wanted: list[tuple[str, str]] = []  # (database, the variable naming it)
+    places = [
+        (sub.postgres.url, f"{prefix}__SHARDS__{shard.upper()}__POSTGRES__DATABASE_NAME")
+        for shard, sub in zip(shard_names(graph)[1:], _all_shards(graph)[1:], strict=True)
+    ]
+    places += [
+        (engine.url, f"{prefix}__{routed.upper()}__POSTGRES__DATABASE_NAME")
+        for routed, engine in _routed(graph).items()
+    ]
+    for url, variable in places:
+        database = url.database or ""
+        on_server = (url.host or "") == server.host and (url.port or 5432) == server.port
+        if on_server and is_test_database_name(database, name) and database not in dict(wanted):
+            wanted.append((database, variable))
+    variables = {}
+    for database, variable in wanted:
+        if worker and not database.endswith(f"_{worker}"):
+            database = variables[variable] = f"{database}_{worker}"
+        ensure_test_database(name, server, database_name=database)
+    return variables
 
 
 @pytest.fixture
