@@ -28,14 +28,18 @@ import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool, QueuePool
 
 from microcosm_postgres.context import SessionContext
 from microcosm_postgres.example import ExampleGraph
 from microcosm_postgres.graph import Graph
+from microcosm_postgres.models import Model
 from microcosm_postgres.naming import is_test_database_name
+from microcosm_postgres.operations import recreate_all
 from microcosm_postgres.provision import provision
 from microcosm_postgres.testing.database import PostgresServer, ensure_test_database
+from microcosm_postgres.testing.isolation import committed, isolated
 
 pytest_plugins = ["pytester"]
 
@@ -132,17 +136,78 @@ def graph(example_databases: PostgresServer) -> Iterator[ExampleGraph]:
     graph.postgres.dispose()
 
 
-@pytest.fixture
-def context(graph: ExampleGraph) -> Iterator[SessionContext]:
-    """A SessionContext on `graph` whose transactions really commit, starting from empty tables.
+def runs_isolated(item: pytest.Item) -> bool:
+    """Whether `item` runs inside a rolled-back outer transaction (`context` or the plugin's
+    `postgres_graph`, not marked `postgres_commit`)."""
+    fixtures = getattr(item, "fixturenames", ())
+    uses = "context" in fixtures or "postgres_graph" in fixtures
+    return uses and item.get_closest_marker("postgres_commit") is None
 
-    Tests that need no commit seen by other connections can use the plugin's
-    `postgres_graph` instead (rollback isolation, cheaper).
+
+@pytest.fixture
+def context(graph: ExampleGraph, request: pytest.FixtureRequest) -> Iterator[SessionContext]:
+    """A SessionContext on `graph`, on empty tables, by the plugin's rules (`testing.isolation`).
+
+    By default the test runs isolated: in an outer transaction rolled back at the end, so
+    what it writes is gone for the next test, and it costs a BEGIN and a ROLLBACK.
+
+    A test marked `@pytest.mark.postgres_commit` (the plugin's marker) really commits, and
+    every table is emptied (sequences restarted) before and after it. Only tests that need
+    it are marked: those that look at the outcome from another connection (what COMMIT
+    made visible, a row lock, a concurrent change), run threads or second sessions, kill
+    the session's connection, count the statements of a top-level transaction (isolated,
+    its BEGIN and COMMIT are a SAVEPOINT and a RELEASE), or need a real COMMIT (ON COMMIT
+    DROP).
 
     """
-    with SessionContext(graph) as context:
-        context.recreate_all()
-        yield context
+    if request.node.get_closest_marker("postgres_commit"):
+        with committed(graph) as context:
+            context.recreate_all()  # isolated tests may have advanced the sequences
+            yield context
+    else:
+        with isolated(graph) as context:
+            yield context
+
+
+def _tables_holding_rows(graph: Graph) -> list[str] | None:
+    """The tables of `Model.metadata` that hold rows in `graph`'s database, in one query;
+    None when one of them is missing (a test dropped it)."""
+    tables = Model.metadata.sorted_tables
+    if not tables:
+        return []
+    quote = graph.postgres.dialect.identifier_preparer.format_table
+    probes = " UNION ALL ".join(
+        f"(SELECT CAST(:t{number} AS text) FROM {quote(table)} LIMIT 1)" for number, table in enumerate(tables)
+    )
+    names = {f"t{number}": table.name for number, table in enumerate(tables)}
+    try:
+        with graph.postgres.connect() as connection:
+            return sorted(connection.execute(text(probes), names).scalars())
+    except ProgrammingError:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _tables_left_empty(request: pytest.FixtureRequest, postgres_session_graph: Graph) -> Iterator[None]:
+    """After each test, the run's database has its tables and they are empty.
+
+    Isolated tests trust this: they start from what the previous test left. Tests that
+    commit (marked, or through subprocesses, threads and graphs of their own) are cleaned
+    up after here, in one place; an isolated test that left rows fails, naming the tables:
+    it committed through another connection and must be marked `postgres_commit`.
+
+    """
+    yield
+    holding = _tables_holding_rows(postgres_session_graph)
+    if holding == []:
+        return
+    recreate_all(postgres_session_graph)
+    if holding and runs_isolated(request.node):
+        pytest.fail(
+            f"{request.node.nodeid} ran isolated but left committed rows in {', '.join(holding)}: "
+            "it commits through another connection, so mark it @pytest.mark.postgres_commit",
+            pytrace=False,
+        )
 
 
 @contextmanager

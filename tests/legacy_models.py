@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import CHAR, Column, ForeignKey, MetaData, String
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -76,7 +76,19 @@ class Document(VersionedMixin, EntityMixin, LegacyBase):
 @contextmanager
 def legacy_tables(graph: Any, session: Session | None = None) -> Iterator[None]:
     """Create the legacy tables in the graph's database for a block, and drop them after
-    (ending `session`'s transaction first, so its locks cannot block the DROP)."""
+    (ending `session`'s transaction first, so its locks cannot block the DROP).
+
+    When `session` is isolated (`testing.isolation.isolated`: its bind is the test's
+    connection, holding the outer transaction), the tables are created in that outer
+    transaction, before the session begins, and its rollback removes them: no other
+    connection sees them, and no DROP has to wait for the test's locks.
+
+    """
+    bind = None if session is None else session.get_bind()
+    if isinstance(bind, Connection) and bind.in_transaction():
+        LegacyBase.metadata.create_all(bind)
+        yield
+        return
     LegacyBase.metadata.drop_all(graph.postgres)
     LegacyBase.metadata.create_all(graph.postgres)
     try:

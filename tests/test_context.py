@@ -63,6 +63,7 @@ def test_contexts_for_two_graphs_nest(graph: ExampleGraph, context: SessionConte
     second.postgres.dispose()
 
 
+@pytest.mark.postgres_commit
 def test_sessions_are_per_thread(graph: ExampleGraph, context: SessionContext) -> None:
     seen: dict[str, Any] = {}
     barrier = threading.Barrier(2)
@@ -109,12 +110,14 @@ def test_sessions_are_per_task(graph: ExampleGraph) -> None:
     assert a_own is not b_own
 
 
+@pytest.mark.postgres_commit
 def test_commit(graph: ExampleGraph, context: SessionContext) -> None:
     with transaction():
         graph.company_store.create(Company(name="Acme"))
     assert committed_names(graph) == ["Acme"]
 
 
+@pytest.mark.postgres_commit
 def test_rollback_on_exception(graph: ExampleGraph, context: SessionContext) -> None:
     with pytest.raises(ZeroDivisionError), transaction():
         graph.company_store.create(Company(name="Acme"))
@@ -123,6 +126,7 @@ def test_rollback_on_exception(graph: ExampleGraph, context: SessionContext) -> 
     assert names(graph.company_store) == []
 
 
+@pytest.mark.postgres_commit
 def test_nested_transaction_is_a_savepoint(graph: ExampleGraph, context: SessionContext) -> None:
     store = graph.company_store
     with transaction():
@@ -136,6 +140,7 @@ def test_nested_transaction_is_a_savepoint(graph: ExampleGraph, context: Session
     assert committed_names(graph) == ["also kept", "kept"]
 
 
+@pytest.mark.postgres_commit
 def test_commit_false_is_a_dry_run(graph: ExampleGraph, context: SessionContext) -> None:
     with transaction(commit=False):
         graph.company_store.create(Company(name="Acme"))
@@ -148,6 +153,7 @@ def test_commit_false_is_a_dry_run(graph: ExampleGraph, context: SessionContext)
     assert committed_names(graph) == ["kept"]
 
 
+@pytest.mark.postgres_commit
 def test_reads_before_transaction_are_adopted(graph: ExampleGraph, context: SessionContext) -> None:
     assert graph.company_store.count() == 0  # autobegins a transaction
     with transaction():
@@ -155,6 +161,7 @@ def test_reads_before_transaction_are_adopted(graph: ExampleGraph, context: Sess
     assert committed_names(graph) == ["Acme"]
 
 
+@pytest.mark.postgres_commit
 def test_transactional(graph: ExampleGraph, context: SessionContext) -> None:
     @transactional
     def create(name: str) -> Company:
@@ -171,6 +178,7 @@ def test_transactional(graph: ExampleGraph, context: SessionContext) -> None:
     assert committed_names(graph) == ["Acme"]
 
 
+@pytest.mark.postgres_commit
 def test_maybe_transactional(graph: ExampleGraph, context: SessionContext) -> None:
     received: list[Any] = []
 
@@ -191,6 +199,7 @@ def test_maybe_transactional(graph: ExampleGraph, context: SessionContext) -> No
     assert committed_names(graph) == ["committed", "committed too"]
 
 
+@pytest.mark.postgres_commit
 def test_recreate_all_refuses_a_database_that_is_not_a_test_database(
     graph: ExampleGraph, context: SessionContext
 ) -> None:

@@ -39,6 +39,7 @@ def backend_pid(session: Session) -> int:
     return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
+@pytest.mark.postgres_commit
 def test_killed_between_transactions_is_survived(graph: ExampleGraph, context: SessionContext) -> None:
     with transaction() as session:
         pid = backend_pid(session)
@@ -50,6 +51,7 @@ def test_killed_between_transactions_is_survived(graph: ExampleGraph, context: S
     assert graph.company_store.count() == 1
 
 
+@pytest.mark.postgres_commit
 def test_killed_mid_transaction_raises_and_recovers(graph: ExampleGraph, context: SessionContext) -> None:
     store = graph.company_store
     with pytest.raises(DatabaseUnavailableError) as raised, transaction() as session:
@@ -65,6 +67,7 @@ def test_killed_mid_transaction_raises_and_recovers(graph: ExampleGraph, context
     assert [company.name for company in store.search()] == ["next"]
 
 
+@pytest.mark.postgres_commit
 def test_killed_during_a_read_outside_transaction(graph: ExampleGraph, context: SessionContext) -> None:
     store = graph.company_store
     assert context.session is not None

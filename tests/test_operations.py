@@ -61,6 +61,7 @@ def test_new_session(graph: ExampleGraph) -> None:
         session.close()
 
 
+@pytest.mark.postgres_commit
 def test_reset_all_restarts_sequences_and_truncates_big_tables(graph: ExampleGraph, context: SessionContext) -> None:
     from microcosm_postgres.models import Model
     from microcosm_postgres.operations import reset_all

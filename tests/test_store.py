@@ -89,6 +89,7 @@ def test_update_merges_set_fields_and_refreshes_updated_at(gadgets: Store[Any]) 
     assert gadgets.retrieve(gadget.id).size is None
 
 
+@pytest.mark.postgres_commit
 def test_update_missing(gadgets: Store[Any], statement_verbs: list[str]) -> None:
     with pytest.raises(ModelNotFoundError), transaction():
         statement_verbs.clear()
@@ -97,6 +98,7 @@ def test_update_missing(gadgets: Store[Any], statement_verbs: list[str]) -> None
     assert "SAVEPOINT" not in statement_verbs
 
 
+@pytest.mark.postgres_commit
 def test_update_is_one_statement_and_refreshes_the_loaded_instance(
     gadgets: Store[Any], statement_verbs: list[str]
 ) -> None:
@@ -183,6 +185,7 @@ def test_expunge_merge_and_names(gadgets: Store[Any]) -> None:
     assert gadgets.session is SessionContext.session
 
 
+@pytest.mark.postgres_commit
 def test_duplicate_in_a_nested_block_then_the_transaction_goes_on(gadgets: Store[Any], graph: Any) -> None:
     table = gadgets.model_class.__tablename__
     with transaction():
@@ -195,6 +198,7 @@ def test_duplicate_in_a_nested_block_then_the_transaction_goes_on(gadgets: Store
     assert committed(graph, table) == ["after", "kept"]
 
 
+@pytest.mark.postgres_commit
 def test_a_refused_write_aborts_its_block_and_nothing_of_it_is_committed(gadgets: Store[Any], graph: Any) -> None:
     table = gadgets.model_class.__tablename__
     with pytest.raises(TransactionAbortedError) as raised, transaction():
@@ -215,6 +219,7 @@ def test_a_refused_write_aborts_its_block_and_nothing_of_it_is_committed(gadgets
     assert committed(graph, table) == ["next"]
 
 
+@pytest.mark.postgres_commit
 def test_get_or_create(gadgets: Store[Any], graph: Any) -> None:
     """The README's pattern: the write that may fail goes in a nested block."""
     model = gadgets.model_class
@@ -247,6 +252,7 @@ def test_a_refused_write_outside_any_block_leaves_the_session_usable(gadgets: St
 # --- the example service's stores -------------------------------------------------
 
 
+@pytest.mark.postgres_commit
 def test_missing_company_referenced_company_and_follow_up_writes(graph: Any, context: SessionContext) -> None:
     companies, employees = graph.company_store, graph.employee_store
     with transaction():
@@ -265,6 +271,7 @@ def test_missing_company_referenced_company_and_follow_up_writes(graph: Any, con
     assert committed(graph, "employee", "first") == ["Jane"]
 
 
+@pytest.mark.postgres_commit
 @pytest.mark.parametrize(
     ("store_name", "make", "error_class"),
     [

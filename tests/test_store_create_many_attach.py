@@ -16,8 +16,9 @@ from tests.models import Gadget, Ticket
 
 
 def stored(graph: Any, table: str, columns: str = "id, name, size") -> list[tuple[Any, ...]]:
-    with graph.postgres.connect() as connection:
-        return sorted(tuple(row) for row in connection.execute(text(f"SELECT {columns} FROM {table}")))
+    """The rows in `table`, read with SQL through the test's session (past its identity map)."""
+    rows = SessionContext.session.execute(text(f"SELECT {columns} FROM {table}"))
+    return sorted(tuple(row) for row in rows)
 
 
 def test_unattached_rows_are_stored_with_the_values_the_instances_hold(graph: Any, context: SessionContext) -> None:

@@ -43,6 +43,7 @@ def test_an_unknown_lock_mode_is_invalid_input(gadgets: Store[Gadget]) -> None:
         gadgets.search(for_update="share")
 
 
+@pytest.mark.postgres_commit
 @pytest.mark.parametrize("read", ["retrieve", "search"])
 def test_nowait_on_a_locked_row_is_a_409(graph: Any, gadgets: Store[Gadget], read: str) -> None:
     with transaction():
@@ -62,6 +63,7 @@ def test_nowait_on_a_locked_row_is_a_409(graph: Any, gadgets: Store[Gadget], rea
             assert gadgets.count() == 1
 
 
+@pytest.mark.postgres_commit
 def test_a_skip_locked_job_queue_hands_each_row_to_exactly_one_worker(graph: Any, gadgets: Store[Gadget]) -> None:
     with transaction():
         gadgets.create_many([Gadget(name=f"job-{index}", size=0) for index in range(60)])

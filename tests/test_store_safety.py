@@ -140,8 +140,7 @@ def test_mapped_enum_column_never_stores_an_unknown_name(
     with pytest.raises(sa_exc.StatementError, match="florist"), transaction() as session:
         session.add(Shop(id=uuid4(), name="b", kind="florist"))
         session.flush()
-    with graph.postgres.connect() as connection:
-        assert connection.execute(text("SELECT count(*) FROM legacy_shop")).scalar() == 0
+    assert SessionContext.session.execute(text("SELECT count(*) FROM legacy_shop")).scalar() == 0
     with transaction():
         legacy.create(Shop(name="c", kind="bakery"))
     SessionContext.session.expunge_all()

@@ -21,8 +21,8 @@ def documents(graph: Any, context: SessionContext) -> Iterator[Store[Document]]:
 
 
 def stored(graph: Any) -> list[tuple[str, int]]:
-    with graph.postgres.connect() as connection:
-        return [tuple(row) for row in connection.execute(text("SELECT title, version FROM legacy_document"))]
+    """The stored rows, read through the test's session (which isolation may keep uncommitted)."""
+    return [tuple(row) for row in SessionContext.session.execute(text("SELECT title, version FROM legacy_document"))]
 
 
 def test_each_update_increments_the_version(documents: Store[Document], graph: Any) -> None:
@@ -47,6 +47,7 @@ def test_an_update_carrying_an_old_version_writes_nothing(documents: Store[Docum
     assert stored(graph) == [("b", 2)]
 
 
+@pytest.mark.postgres_commit
 def test_a_concurrent_change_makes_the_update_stale(documents: Store[Document], graph: Any) -> None:
     with transaction():
         identifier = documents.create(Document(title="a")).id
@@ -65,6 +66,7 @@ def test_a_concurrent_change_makes_the_update_stale(documents: Store[Document], 
     assert stored(graph) == [("mine", 3)]
 
 
+@pytest.mark.postgres_commit
 def test_a_stale_delete_is_a_conflict_too(documents: Store[Document], graph: Any) -> None:
     with transaction():
         document = documents.create(Document(title="a"))

@@ -114,6 +114,7 @@ def test_the_table_is_a_temporary_table_kept_out_of_shared_metadata(session: Ses
     assert not _exists("temporary_company")
 
 
+@pytest.mark.postgres_commit
 def test_a_transient_table_goes_at_commit_and_a_temporary_one_stays(session: Session) -> None:
     with transaction():
         create_transient_table(Company).create()

@@ -15,7 +15,9 @@ a BEGIN and a ROLLBACK per engine used, whatever the number of tables or rows.
 Code that opens other connections (threads, or a second `SessionContext(graph)` on the
 same shard, which is a session of its own) cannot see these rows and really commits:
 such tests use `committed(graph)` instead, which empties the tables of every engine the
-test wrote through (each on its own engine) when it ends.
+test wrote through (each on its own engine) when it ends. Sequences are not
+transactional: values a test took from a SERIAL column stay taken after the rollback,
+so an isolated test should not expect such numbers to start at 1.
 
 """
 

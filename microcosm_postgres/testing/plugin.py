@@ -136,7 +136,8 @@ _USED_SERVER = pytest.StashKey[PostgresServer]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "postgres_commit: the test really commits (threads, several connections); tables are emptied after it",
+        "postgres_commit: the test really commits, because other connections or threads must see its rows "
+        "or it needs a real COMMIT; tables are emptied after it",
     )
 
 
