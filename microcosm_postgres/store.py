@@ -41,7 +41,14 @@ from microcosm.hooks import on_resolve
 from sqlalchemy import Select, bindparam, delete, func, insert, inspect, select, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import ColumnProperty, InstrumentedAttribute, Query, Session, make_transient_to_detached
+from sqlalchemy.orm import (
+    ColumnProperty,
+    InstrumentedAttribute,
+    Query,
+    QueryableAttribute,
+    Session,
+    make_transient_to_detached,
+)
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -120,7 +127,7 @@ class Store(Generic[ModelT]):
         self,
         graph: Any,
         model_class: type[ModelT],
-        auto_filter_fields: Sequence[InstrumentedAttribute[Any] | str] = (),
+        auto_filter_fields: Sequence[QueryableAttribute[Any] | str] = (),
     ) -> None:
         """
         Args:

@@ -61,21 +61,24 @@ def test_encodings_are_canonical_so_equal_values_have_equal_beacons() -> None:
     assert DatetimeEncoder().normalize(paris).tzinfo == timezone.utc
     assert EnumEncoder(Colour).encode("RED") == EnumEncoder(Colour).encode(Colour.RED) == "RED"
     assert DecimalEncoder().encode(5) == "5"
+    assert DecimalEncoder().encode(Decimal("1.50")) == DecimalEncoder().encode(Decimal("1.5")) == "1.5"
+    assert DecimalEncoder().encode(Decimal("1E+2")) == "100"
+    assert DecimalEncoder().encode(Decimal("-0.00")) == "0"
 
 
 BAD_INPUT: list[tuple[Encoder[Any], Any, str]] = [
-    (StringEncoder(), 12, "pass a str"),
-    (IntEncoder(), True, "pass an int"),
-    (IntEncoder(), "12", "pass an int"),
+    (StringEncoder(), 12, "takes a str"),
+    (IntEncoder(), True, "takes an int"),
+    (IntEncoder(), "12", "takes an int"),
     (DecimalEncoder(), 1.5, "a finite Decimal"),
     (DecimalEncoder(), Decimal("NaN"), "a finite Decimal"),
     (DatetimeEncoder(), datetime(2026, 1, 1), "naive datetime"),
-    (DatetimeEncoder(), "2026-01-01", "pass a datetime"),
+    (DatetimeEncoder(), "2026-01-01", "takes a datetime"),
     (EnumEncoder(Colour), "BLUE", "allowed names: RED, GREEN"),
     (JSONEncoder(), {1, 2}, "JSON cannot hold"),
     (JSONEncoder(), float("nan"), "JSON cannot hold"),
-    (ArrayEncoder(StringEncoder()), "abc", "pass a list"),
-    (ArrayEncoder(IntEncoder()), [1, "2"], "pass an int"),
+    (ArrayEncoder(StringEncoder()), "abc", "takes a list"),
+    (ArrayEncoder(IntEncoder()), [1, "2"], "takes an int"),
 ]
 
 
@@ -107,6 +110,6 @@ def test_array_elements_are_encoded_one_by_one_for_beacon_arrays() -> None:
 
 def test_nested_wrappers_are_refused_at_definition() -> None:
     with pytest.raises(TypeError, match="scalar element encoder"):
-        ArrayEncoder(ArrayEncoder(IntEncoder()))  # type: ignore[misc]
+        ArrayEncoder(ArrayEncoder(IntEncoder()))
     with pytest.raises(TypeError, match="wrap the encoder once"):
         Nullable(Nullable(IntEncoder()))

@@ -103,7 +103,7 @@ class EncryptedComparator(Comparator[Any]):
         key = column.encryptor.beacon_key()
         if key is None:
             if column.use_beacon_array:
-                return self._attribute("unencrypted").contains([column.encoder.normalize(value)])  # type: ignore[no-any-return]
+                return self._attribute("unencrypted").contains([column.normalize_element(value)])  # type: ignore[no-any-return]
             return self._attribute("unencrypted") == column.encoder.normalize(value)  # type: ignore[no-any-return]
         beacon = self._attribute("beacon")
         if column.use_beacon_array:
@@ -119,7 +119,7 @@ class EncryptedComparator(Comparator[Any]):
         if key is None:
             plain = self._attribute("unencrypted")
             if column.use_beacon_array:
-                return plain.overlap([column.encoder.normalize(value) for value in values])  # type: ignore[no-any-return]
+                return plain.overlap([column.normalize_element(value) for value in values])  # type: ignore[no-any-return]
             return plain.in_([column.encoder.normalize(value) for value in values])  # type: ignore[no-any-return]
         beacon = self._attribute("beacon")
         if column.use_beacon_array:

@@ -217,6 +217,11 @@ class encryption(hybrid_property[T]):  # noqa: N801  (the 3.x name)
         assert self._element is not None  # checked in __init__
         return self.beacon_algorithm(key, self._element.encode(element))
 
+    def normalize_element(self, element: Any) -> Any:
+        """One element of an array value as the plaintext column holds it (`use_beacon_array`)."""
+        assert self._element is not None  # checked in __init__
+        return self._element.normalize(element)
+
     def _beacons(self, key: bytes, value: Any, text: str) -> Any:
         if self.use_beacon_array:
             return [self.beacon_algorithm(key, element) for element in self.encoder.elements(value) or ()]

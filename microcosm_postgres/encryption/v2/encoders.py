@@ -53,8 +53,9 @@ REDACTED = "[REDACTED]"
 
 
 def _refuse(value: Any, expected: str) -> InvalidInputError:
-    shown = type(value).__name__
-    return InvalidInputError(f"An encrypted {expected} column was given a {shown}; pass {expected}.")
+    name = type(value).__name__
+    article = "an" if name[:1] in "aeioAEIO" else "a"
+    return InvalidInputError(f"This encrypted column takes {expected} (got {article} {name}): pass {expected}.")
 
 
 class Encoder(ABC, Generic[T]):
@@ -142,18 +143,20 @@ class IntEncoder(Encoder[int]):
 
 class DecimalEncoder(Encoder[Decimal]):
     """A finite `Decimal` (an int is taken as one; a float is refused: it is not exact);
-    reads `Decimal(0)` when redacted."""
+    reads `Decimal(0)` when redacted. Stored without trailing zeros (equal numbers have
+    one text, hence one beacon): `Decimal("1.50")` reads back as `Decimal("1.5")`."""
 
     def __init__(self, *, redacted_value: Decimal = Decimal(0)) -> None:
         self.redacted_value = redacted_value
 
-    def encode(self, value: Decimal) -> str:
+    def encode(self, value: Decimal | int) -> str:
         given: object = value
         if isinstance(given, int) and not isinstance(given, bool):
             given = Decimal(given)
         if not isinstance(given, Decimal) or not given.is_finite():
             raise _refuse(given, "a finite Decimal")
-        return str(given)
+        # Equal numbers, one text (1.50 and 1.5; -0 and 0), in plain notation (100, not 1E+2).
+        return "0" if given.is_zero() else format(given.normalize(), "f")
 
     def decode(self, text: str) -> Decimal:
         try:
@@ -201,7 +204,7 @@ class EnumEncoder(Encoder[E]):
         self.enum_class = enum_class
         self.redacted_value = redacted_value  # type: ignore[assignment]  # None: documented above
 
-    def encode(self, value: E) -> str:
+    def encode(self, value: E | str) -> str:
         given: object = value
         if isinstance(given, self.enum_class):
             return given.name
