@@ -66,3 +66,12 @@ def session_for(graph: Any) -> Session:
         if entry.graph is graph:
             return entry.session
     raise no_session(graph)
+
+
+def graph_of(session: Session) -> Any | None:
+    """The graph whose open entry holds `session` (innermost first), or None when no
+    SessionContext of this thread / task opened it."""
+    for entry in reversed(_open_sessions.get()):
+        if entry.session is session:
+            return entry.graph
+    return None

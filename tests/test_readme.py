@@ -45,3 +45,19 @@ with SessionContext(graph) as context:
     result = run(definition + check)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "reseller"
+
+
+def test_encryptor_snippet_prints_what_it_says() -> None:
+    snippet = next(snippet for snippet in snippets() if "encryptor.beacon(" in snippet)
+    result = run(snippet)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['key-a1', 'key-a2'] False 64"
+
+
+def test_encrypted_models_snippet_prints_what_it_says() -> None:
+    snippet = next(snippet for snippet in snippets() if "class Contact(EncryptableMixin" in snippet)
+    # Its tables are dropped again: they are not the example's.
+    cleanup = "\nModel.metadata.drop_all(graph.postgres, tables=[Contact.__table__, Encrypted.__table__])\n"
+    result = run(snippet + cleanup)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "alice@example.com ['key-a'] None"
