@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.encryption.errors import EncryptionError
-from microcosm_postgres.encryption.v2.encoders import REDACTED
+from microcosm_postgres.encryption.v2.column import encryption
+from microcosm_postgres.encryption.v2.encoders import REDACTED, StringEncoder
 from microcosm_postgres.encryption.v2.encryptors import (
     current_encryptor_context,
     set_context_from_graph,
@@ -246,6 +248,33 @@ def test_none_default_and_unsupported_comparisons(graph: Any, people: Store[Pers
             found = SessionContext.session.scalars(select(Record).where(Record.quantity == None)).all()  # noqa: E711
             assert [row.id for row in found] == [record.id]
             assert SessionContext.session.scalars(select(Record).where(Record.quantity.is_not(None))).all() == []
+
+
+def test_aliases_work_and_selecting_an_encrypted_value_is_refused(graph: Any, people: Store[Person]) -> None:
+    with as_tenant(graph, "client-a"), SessionContext(graph), transaction():
+        alice = people.create(Person(client_id="client-a", name="Alice"))
+        people.create(Person(client_id="client-a", name="Bob"))
+    other = aliased(Person)
+    with as_tenant(graph, "client-a"), SessionContext(graph):
+        statement = select(other).where(other.name == "Alice")
+        assert [row.id for row in SessionContext.session.scalars(statement)] == [alice.id]
+        for build in (lambda: select(Person.name), lambda: select(Person).order_by(Person.name)):
+            with pytest.raises(InvalidInputError, match="Person.name is encrypted: selecting it, ordering"):
+                build()
+
+
+def test_a_model_missing_a_column_is_told_which_to_declare() -> None:
+    class Incomplete(EncryptedBase):
+        __tablename__ = "test_encrypted_incomplete"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        secret = encryption("secret", ENCRYPTOR, StringEncoder())
+        secret_encrypted: Mapped[bytes | None] = secret.encrypted()
+
+    try:
+        with pytest.raises(TypeError, match="declare `secret_unencrypted = secret.unencrypted\\(\\)`"):
+            Incomplete().secret  # noqa: B018
+    finally:
+        EncryptedBase.metadata.remove(Incomplete.__table__)  # type: ignore[arg-type]
 
 
 def test_writing_or_searching_without_a_context_is_an_error(graph: Any) -> None:

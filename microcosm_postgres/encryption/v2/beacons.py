@@ -19,7 +19,7 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, inspect, or_
 from sqlalchemy.ext.hybrid import Comparator
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
@@ -62,12 +62,15 @@ class EncryptedComparator(Comparator[Any]):
 
     def __init__(self, column: encryption[Any], owner: type[Any]) -> None:
         self._column = column
-        self._owner = owner
+        self._owner = owner  # the model, or an aliased() class of it
+        self._name = f"{inspect(owner).mapper.class_.__name__}.{column.key}"
 
     @property
-    def expression(self) -> Any:  # type: ignore[override]  # resolved when used: the mapper may not exist yet
-        """The plaintext column (what `select(Model.name)` selects)."""
-        return self._column._attribute(self._owner, "unencrypted")
+    def expression(self) -> Any:  # type: ignore[override]  # the base class keeps a SQL expression here
+        """An encrypted value has no SQL expression: selecting or ordering by it would read
+        the plaintext column, NULL for every encrypted row. Select the model (or its
+        `<key>_encrypted` column) instead."""
+        raise self._unsupported("selecting it, ordering or grouping by it")
 
     def operate(self, op: Any, *other: Any, **kwargs: Any) -> ColumnElement[bool]:
         if op is operator.eq or op is operators.is_:
@@ -91,7 +94,7 @@ class EncryptedComparator(Comparator[Any]):
 
     def _unsupported(self, what: str) -> InvalidInputError:
         return InvalidInputError(
-            f"{self._owner.__name__}.{self._column.key} is encrypted: {what} cannot be computed on the database. "
+            f"{self._name} is encrypted: {what} cannot be computed on the database. "
             f"Encrypted columns support {_SUPPORTED}."
         )
 
@@ -112,7 +115,7 @@ class EncryptedComparator(Comparator[Any]):
 
     def _in(self, values: Any) -> ColumnElement[bool]:
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise InvalidInputError(f"{self._owner.__name__}.{self._column.key}.in_() takes a list of values.")
+            raise InvalidInputError(f"{self._name}.in_() takes a list of values.")
         values = [_value_of(value, self._column.key) for value in values]
         column = self._column
         key = column.encryptor.beacon_key()

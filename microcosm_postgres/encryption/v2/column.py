@@ -177,10 +177,12 @@ class encryption(hybrid_property[T]):  # noqa: N801  (the 3.x name)
         return mapped_column(f"{self.key}_beacon", column_type, **column_kwargs)
 
     def _names(self, owner: type[Any]) -> dict[str, str | None]:
-        """The attribute names of `owner`'s three columns (found by column name, once per class)."""
-        names = self._attributes.get(owner)
+        """The attribute names of `owner`'s three columns (found by column name, once per
+        class; `owner` may be an `aliased()` class)."""
+        mapper = inspect(owner).mapper
+        names = self._attributes.get(mapper.class_)
         if names is None:
-            by_column = {attr.columns[0].name: attr.key for attr in inspect(owner).column_attrs}
+            by_column = {attr.columns[0].name: attr.key for attr in mapper.column_attrs}
             column_names = {
                 "encrypted": f"{self.key}_encrypted",
                 "unencrypted": self.key,
@@ -190,18 +192,19 @@ class encryption(hybrid_property[T]):  # noqa: N801  (the 3.x name)
             for part in ("encrypted", "unencrypted"):
                 if names[part] is None:
                     raise TypeError(
-                        f"{owner.__name__}.{self.__name__} needs the column {column_names[part]}: "
+                        f"{mapper.class_.__name__}.{self.__name__} needs the column {column_names[part]}: "
                         f"declare `{self.key}_{part} = {self.__name__}.{part}()` on the model."
                     )
-            self._attributes[owner] = names
+            self._attributes[mapper.class_] = names
         return names
 
     def _attribute(self, owner: type[Any], part: str) -> Any:
         """`owner`'s mapped attribute for one of the three columns."""
         name = self._names(owner)[part]
         if name is None:
+            model = inspect(owner).mapper.class_.__name__
             raise InvalidInputError(
-                f"{owner.__name__}.{self.__name__} has no beacon column, so it cannot be searched: "
+                f"{model}.{self.__name__} has no beacon column, so it cannot be searched: "
                 f"declare `{self.key}_beacon = {self.__name__}.beacon()` on the model."
             )
         return getattr(owner, name)
