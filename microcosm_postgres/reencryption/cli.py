@@ -304,6 +304,8 @@ class ReencryptionCli:
         if header.tenant not in multi_tenant_encryptor:
             return header.tenant, NO_KEYS
         tenant = multi_tenant_encryptor[header.tenant]
+        # The encryptor's own mapping of a data key's provider info to a configured key id
+        # (a static key's info carries the IV after the id): one place decides it.
         under = {tenant._key_id_of(provider) for provider in header.key_providers}
         return header.tenant, CURRENT if under == set(tenant.key_ids) else STALE
 
