@@ -277,6 +277,29 @@ def test_a_model_missing_a_column_is_told_which_to_declare() -> None:
         EncryptedBase.metadata.remove(Incomplete.__table__)  # type: ignore[arg-type]
 
 
+def test_definition_errors_and_a_keyed_beacon_algorithm_of_ones_own(graph: Any) -> None:
+    with pytest.raises(TypeError, match="use_beacon_array needs an ArrayEncoder"):
+        encryption("x", ENCRYPTOR, StringEncoder(), use_beacon_array=True)
+    with pytest.raises(TypeError, match="beacon_algorithm must be a function"):
+        encryption("x", ENCRYPTOR, StringEncoder(), beacon_algorithm="sha256")  # type: ignore[arg-type]
+    column = encryption("x", ENCRYPTOR, StringEncoder(), beacon_algorithm=lambda key, text: f"{len(key)}:{text[::-1]}")
+    assert column.beacon_of(b"k" * 32, "abc") == "32:cba"
+
+
+def test_a_tenant_without_keys_searches_in_and_nulls_on_the_plaintext(graph: Any, people: Store[Person]) -> None:
+    with as_tenant(graph, "client-c"), SessionContext(graph), transaction():
+        carol = people.create(Person(client_id="client-c", name="Carol", tags=["x"]))
+        dave = people.create(Person(client_id="client-c", name="Dave"))
+    with as_tenant(graph, "client-c"), SessionContext(graph):
+        session = SessionContext.session
+        names = session.scalars(select(Person).where(Person.name.in_(["Carol", "Dave", "Eve"]))).all()
+        assert {row.id for row in names} == {carol.id, dave.id}
+        tagged = session.scalars(select(Person).where(Person.tags.in_(["x", "z"]))).all()
+        assert [row.id for row in tagged] == [carol.id]
+        assert [row.id for row in session.scalars(select(Person).where(Person.tags.is_not(None)))] == [carol.id]
+        assert "test_encrypted_person.name IN" in str(select(Person).where(Person.name.in_(["Carol"])).compile())
+
+
 def test_writing_or_searching_without_a_context_is_an_error(graph: Any) -> None:
     with pytest.raises(EncryptionError, match="No encryption context is set"):
         Person(client_id="client-a", name="Alice")
