@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
+import logging
 import os
+import sys
 from typing import Any, cast
 
 import pytest
@@ -162,3 +165,20 @@ def test_beacons_are_keyed_hmacs(encryptor: MultiTenantEncryptor) -> None:
     assert encryptor.beacon("client-a", "x") == encryptor.beacon("client-a", "x")
     assert encryptor.beacon("client-a", "x") != encryptor.beacon("client-b", "x")
     assert len(encryptor.beacon("client-a", "x")) == 64
+
+
+def test_a_message_that_cannot_be_opened_leaves_no_noise(
+    encryptor: MultiTenantEncryptor, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's one-shot decrypt logs a stack trace at ERROR for each such message, and its
+    # half-read stream raises again when collected (an unraisable exception on Python 3.13).
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    ciphertext, _ = encryptor.encrypt("client-a", "secret of a")
+    with caplog.at_level(logging.DEBUG, logger="aws_encryption_sdk"):
+        for _ in range(3):
+            with pytest.raises(DecryptionError):
+                encryptor.decrypt("client-b", ciphertext)
+        gc.collect()
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert unraisable == []

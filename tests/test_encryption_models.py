@@ -79,7 +79,9 @@ def test_a_tenant_with_keys_is_stored_encrypted_and_read_decrypted(graph: Any) -
     with SessionContext(graph):
         with transaction():
             secret = store.create(Secret(name="s1", client_id="client-a", value="Zoë's secret"))
-        assert secret.value == "Zoë's secret"
+        assert secret.value == secret.plaintext == "Zoë's secret"
+        assert secret.is_encrypted
+        assert secret.encryption_context_key == "client-a"
         assert secret.encrypted is not None
         assert secret.encrypted.key_ids == ["a-1", "a-2"]
     assert stored(graph) == ([("s1", "client-a", None, True)], 1)
@@ -98,7 +100,9 @@ def test_a_tenant_without_keys_keeps_its_plaintext(graph: Any) -> None:
     with SessionContext(graph):
         with transaction():
             store.create(Secret(name="s1", client_id="client-z", value="plain"))
-        assert store.search(name="s1")[0].value == "plain"
+        [plain] = store.search(name="s1")
+        assert plain.value == "plain"
+        assert not plain.is_encrypted
     assert stored(graph) == ([("s1", "client-z", "plain", False)], 0)
 
 

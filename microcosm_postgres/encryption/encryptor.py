@@ -11,7 +11,9 @@ when B's keys could open it.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from aws_encryption_sdk import CommitmentPolicy, EncryptionSDKClient
 from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
@@ -34,6 +36,21 @@ CONTEXT_FIELD = "microcosm"
 # The SDK's own failures, the KMS client's (a key service that refuses or is unreachable), and
 # a wrapped data key that a static key of the same id does not open (an AES-GCM tag mismatch).
 _SDK_ERRORS = (AWSEncryptionSDKClientError, BotoCoreError, ClientError, InvalidTag, KeyError)
+
+
+def _close(decryptor: Any) -> None:
+    """Close a decryption stream (the SDK's public `stream` API, not its one-shot `decrypt`).
+
+    A stream that failed before reading the message's end refuses to close (the SDK's
+    `SerializationError`) and would raise again when garbage-collected, which Python 3.13
+    reports as an unraisable exception; the one-shot `decrypt` also logs a stack trace at
+    ERROR for every message it cannot open. Here it is marked closed as `io.IOBase` does.
+
+    """
+    try:
+        decryptor.close()
+    except AWSEncryptionSDKClientError:
+        io.IOBase.close(decryptor)
 
 
 class SingleTenantEncryptor:
@@ -100,9 +117,14 @@ class SingleTenantEncryptor:
 
         """
         try:
-            plaintext, header = self._client.decrypt(
-                source=bytes(ciphertext), materials_manager=self.decrypting_materials_manager
+            decryptor = self._client.stream(
+                mode="d", source=bytes(ciphertext), materials_manager=self.decrypting_materials_manager
             )
+            try:
+                plaintext = decryptor.read()
+                header = decryptor.header
+            finally:
+                _close(decryptor)
         except _SDK_ERRORS as error:
             raise DecryptionError(
                 f"A value of {encryption_context_key!r} could not be decrypted ({type(error).__name__}): it was "
