@@ -29,6 +29,7 @@ are free (the columns are found by their names, `<key>_encrypted`, `<key>`,
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Hashable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -237,14 +238,14 @@ class encryption(hybrid_property[T]):  # noqa: N801  (the 3.x name)
         ciphertext = getattr(instance, names["encrypted"])  # type: ignore[arg-type]
         if ciphertext is None:
             plaintext = getattr(instance, names["unencrypted"])  # type: ignore[arg-type]
-            return self.default if plaintext is None else plaintext  # type: ignore[return-value]
+            return _fresh(self.default) if plaintext is None else plaintext  # type: ignore[no-any-return]
         context = self.encryptor.context()
         info = instance_state(instance).info
         cached = info.get(self)
         if cached is not None and cached[0] == ciphertext and cached[1] == context:
             return cached[2]  # type: ignore[no-any-return]
         text = self.encryptor.decrypt(bytes(ciphertext))
-        value = self.encoder.redacted_value if text is None else self.encoder.decode(text)
+        value = _fresh(self.encoder.redacted_value) if text is None else self.encoder.decode(text)
         info[self] = (ciphertext, context, value)
         return value
 
@@ -280,3 +281,9 @@ class encryption(hybrid_property[T]):  # noqa: N801  (the 3.x name)
 
     def _comparator(self, owner: type[Any]) -> EncryptedComparator:
         return EncryptedComparator(self, owner)
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of a mutable shared value (a redacted `[]` or `{}`, a default), so that
+    changing what one instance read changes nothing else."""
+    return copy.deepcopy(value) if isinstance(value, (list, dict, set)) else value
