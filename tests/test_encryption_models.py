@@ -90,7 +90,7 @@ def test_a_tenant_with_keys_is_stored_encrypted_and_read_decrypted(graph: Any) -
         assert found.value == "Zoë's secret"
         assert store.retrieve(secret.id).value == "Zoë's secret"
         [ciphertext] = encrypted_store.search()
-        assert b"Zo" not in ciphertext.ciphertext
+        assert "Zoë's secret".encode() not in ciphertext.ciphertext
         encryptor: MultiTenantEncryptor = graph.multi_tenant_encryptor
         assert encryptor.decrypt("client-a", ciphertext.ciphertext) == "Zoë's secret"
 
