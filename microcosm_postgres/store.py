@@ -41,7 +41,14 @@ from microcosm.hooks import on_resolve
 from sqlalchemy import Select, bindparam, delete, func, insert, inspect, select, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import InstrumentedAttribute, Query, Session, make_transient_to_detached
+from sqlalchemy.orm import (
+    ColumnProperty,
+    InstrumentedAttribute,
+    Query,
+    QueryableAttribute,
+    Session,
+    make_transient_to_detached,
+)
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -120,7 +127,7 @@ class Store(Generic[ModelT]):
         self,
         graph: Any,
         model_class: type[ModelT],
-        auto_filter_fields: Sequence[InstrumentedAttribute[Any] | str] = (),
+        auto_filter_fields: Sequence[QueryableAttribute[Any] | str] = (),
     ) -> None:
         """
         Args:
@@ -165,6 +172,12 @@ class Store(Generic[ModelT]):
         )
         self._refreshes_on_update = any(column.onupdate is not None for column in mapper.columns)
         self._plain_search = not _overrides(self, "_query", "_filter", "_auto_filter", "_order_by", "_paginate")
+        # Auto filters that are not mapped columns (hybrids, encrypted attributes) build their
+        # comparison from the value itself (a beacon is computed from it): never a cached
+        # statement with a bound parameter.
+        self._computed_filters = frozenset(
+            key for key, field in self.auto_filter_fields.items() if not _is_mapped_column(field)
+        )
         self._statements: dict[Any, Select[Any]] = {}
         # Every timed call reports through this callable (see microcosm_postgres.metrics).
         self.postgres_store_metrics = store_metrics_for(graph)
@@ -693,7 +706,7 @@ class Store(Generic[ModelT]):
 
     def _plain_filters(self, filters: dict[str, Any]) -> dict[str, Any] | None:
         """The auto-filter values to bind, when no hook could change the query; else None."""
-        if not self._plain_search:
+        if not self._plain_search or any(key in self._computed_filters for key in filters):
             return None
         return {
             key: self._check_filter(key, value)
@@ -1112,6 +1125,15 @@ def _checker(column_type: Any, subject: str) -> Callable[[Any], Any]:
         )
 
     return check
+
+
+def _is_mapped_column(attribute: Any) -> bool:
+    """Whether `attribute` is a mapped column attribute (not a hybrid or other descriptor)."""
+    try:
+        prop = attribute.property
+    except (AttributeError, NotImplementedError):  # a hybrid's comparator has no property
+        return False
+    return isinstance(prop, ColumnProperty)
 
 
 def _table_column(attribute: Any) -> Any:
