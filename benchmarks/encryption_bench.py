@@ -16,7 +16,7 @@ once on. Rounds alternate the columns so each sees the same machine state; the t
 prints the median seconds per workload and each column's ratio to plaintext.
 
 By default the keys are the testing graph's static keys (no key service: the cost is the
-AWS Encryption SDK's own work, a data key and an ECDSA signature per message). `--kms`
+AWS Encryption SDK's own work, a data key per message). `--kms`
 starts a local KMS (moto's server mode on 127.0.0.1, a free port; `moto[server]` is in
 the `test` extra) and uses real KMS keys through it, and also prints the KMS calls each
 column made. Uses the example service's test database, or `--database` (created when

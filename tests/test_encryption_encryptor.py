@@ -151,7 +151,22 @@ def test_new_messages_commit_to_their_key(encryptor: MultiTenantEncryptor) -> No
     plaintext, header = reader.decrypt(source=ciphertext, materials_manager=materials)
     assert plaintext == b"committed"
     assert header.algorithm.is_committing()
-    assert header.algorithm == Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384
+    assert header.algorithm == Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
+    assert header.algorithm.signing_algorithm_info is None
+
+
+def test_signed_messages_of_3x_still_decrypt(encryptor: MultiTenantEncryptor) -> None:
+    # 3.x's default suite signed every message; a signed committing message decrypts too.
+    client = EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_ALLOW_DECRYPT)
+    materials = encryptor["client-a"].decrypting_materials_manager
+    ciphertext, header = client.encrypt(
+        source=b"signed",
+        materials_manager=materials,
+        encryption_context={"microcosm": "client-a"},
+        algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384,
+    )
+    assert header.algorithm.signing_algorithm_info is not None
+    assert encryptor.decrypt("client-a", ciphertext) == "signed"
 
 
 def test_beacons_are_keyed_hmacs(encryptor: MultiTenantEncryptor) -> None:

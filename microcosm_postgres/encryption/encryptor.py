@@ -1,8 +1,12 @@
 """Encryptors: strings in, AWS Encryption SDK messages out, per tenant.
 
 Messages are made with key commitment (`CommitmentPolicy.REQUIRE_ENCRYPT_ALLOW_DECRYPT`,
-the SDK's default committing algorithm suite); messages without it (3.x's, made with
-`FORBID_ENCRYPT_ALLOW_DECRYPT`) still decrypt. The tenant is written into each
+algorithm suite `AES_256_GCM_HKDF_SHA512_COMMIT_KEY`); messages without it (3.x's, made
+with `FORBID_ENCRYPT_ALLOW_DECRYPT`) still decrypt, signed or not. New messages are not
+signed: an ECDSA P-384 signature per message only proves that the writer was allowed to
+encrypt but not to decrypt, a distinction a service that encrypts and decrypts its own
+columns with the same keys does not have, and it was most of the cost of every value
+(about 3x on encrypt+insert and select+decrypt, see benchmarks/encryption_bench.py). The tenant is written into each
 message's encryption context under "microcosm" (as 3.x did), and checked on decrypt: a
 message made for tenant A, asked to decrypt as tenant B, is a `DecryptionError` even
 when B's keys could open it.
@@ -15,7 +19,7 @@ import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from aws_encryption_sdk import CommitmentPolicy, EncryptionSDKClient
+from aws_encryption_sdk import Algorithm, CommitmentPolicy, EncryptionSDKClient
 from aws_encryption_sdk.exceptions import AWSEncryptionSDKClientError
 from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,10 +30,14 @@ from microcosm_postgres.encryption.errors import DecryptionError, EncryptionErro
 from microcosm_postgres.encryption.registry import MultiTenantKeyRegistry
 
 __all__ = [
+    "ALGORITHM",
     "CONTEXT_FIELD",
     "MultiTenantEncryptor",
     "SingleTenantEncryptor",
 ]
+
+#: The algorithm suite of new messages: key commitment, no per-message signature.
+ALGORITHM = Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
 
 #: The encryption-context field that names the tenant in every message.
 CONTEXT_FIELD = "microcosm"
@@ -100,6 +108,7 @@ class SingleTenantEncryptor:
                 source=plaintext.encode("utf-8"),
                 materials_manager=self.materials_manager,
                 encryption_context={CONTEXT_FIELD: encryption_context_key},
+                algorithm=ALGORITHM,
             )
         except _SDK_ERRORS as error:
             raise EncryptionError(
