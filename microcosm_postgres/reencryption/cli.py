@@ -19,8 +19,10 @@ current keys, under other keys, and in plaintext.
 - `base_models_mapping`: per model name, the model class; its `encryption(...)`
   attributes are the values handled.
 
-`reencrypt --client-id C` is a dry run (it counts, writes nothing, asks no key service)
-unless `--no-dry-run`. A real run works in batches of rows (`--batch-size`, default
+`reencrypt --client-id C` is a dry run unless `--no-dry-run`: it writes nothing, and it
+decrypts each value that needs rewriting (as the real run will), so it reports the values
+the tenant's keys can no longer open (their number and the first error; exit status 1)
+before a real run fails on them. Keep a retired key id listed until re-encryption is done. A real run works in batches of rows (`--batch-size`, default
 100): each batch is one transaction that locks its rows, re-reads them, and rewrites
 the values that need it (new ciphertext, new beacon), so a failure leaves every batch
 either fully done or untouched. Values already under the tenant's current keys are
@@ -45,7 +47,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from microcosm_postgres._cli import failure_line
 from microcosm_postgres.context import SessionContext, transaction
-from microcosm_postgres.encryption.errors import EncryptionConfigError, EncryptionError
+from microcosm_postgres.encryption.errors import DecryptionError, EncryptionConfigError, EncryptionError
 from microcosm_postgres.encryption.v2.column import encryption
 from microcosm_postgres.encryption.v2.encryptors import set_encryptor_context
 from microcosm_postgres.errors import PersistenceError, translating
@@ -90,6 +92,8 @@ class ReencryptionCount:
     current: int = 0  # values already under the current keys (skipped)
     foreign: int = 0  # another tenant's messages among the rows (left alone)
     unreadable: int = 0  # bytes that are not a message (left alone)
+    undecryptable: int = 0  # dry run: messages to rewrite that the tenant's keys do not open
+    first_error: str | None = None  # dry run: the first of those failures, in one line
 
     @property
     def changed(self) -> int:
@@ -175,7 +179,11 @@ class ReencryptionCli:
         args = self.parser().parse_args(sys.argv[1:] if argv is None else list(argv))
         try:
             if args.command == "reencrypt":
-                self.reencrypt(args.client_id, dry_run=args.dry_run, batch_size=args.batch_size, models=args.model)
+                counts = self.reencrypt(
+                    args.client_id, dry_run=args.dry_run, batch_size=args.batch_size, models=args.model
+                )
+                if any(count.undecryptable for count in counts):
+                    return 1  # the real run would fail: the report says why
             else:
                 self.audit(args.client_id)
         except PersistenceError as error:
@@ -195,6 +203,9 @@ class ReencryptionCli:
     ) -> list[ReencryptionCount]:
         """Re-encrypt `client_id`'s values under its current keys (see the module doc);
         print and return the counts per model.
+
+        A dry run decrypts the values to rewrite (writing nothing): those the tenant's keys
+        do not open are counted in `undecryptable` (with the first error) instead of raising.
 
         Raises:
             EncryptionConfigError: the tenant has no keys, or a `batch_size` below 1.
@@ -268,6 +279,15 @@ class ReencryptionCli:
     def _reencrypt_row(self, row: Any, name: str, client_id: str, count: ReencryptionCount, *, write: bool) -> None:
         for attribute, column in self._attributes[name].items():
             state = self._state(row, column, client_id)
+            if state == STALE and not write:
+                # Decrypt as the real run will (the column, in the tenant's context), write nothing.
+                try:
+                    getattr(row, attribute)
+                except DecryptionError as error:
+                    count.undecryptable += 1
+                    if count.first_error is None:
+                        count.first_error = _summary(error)
+                    continue
             if state == STALE or state == PLAINTEXT:
                 if state == STALE:
                     count.reencrypted += 1
@@ -318,11 +338,24 @@ class ReencryptionCli:
                 f"{'would encrypt' if dry_run else 'encrypted'} {count.encrypted} plaintext values; "
                 f"{count.current} already under the current keys"
                 + (f"; {count.foreign} of another tenant" if count.foreign else "")
-                + (f"; {count.unreadable} unreadable" if count.unreadable else ""),
+                + (f"; {count.unreadable} unreadable" if count.unreadable else "")
+                + (
+                    f"; {count.undecryptable} cannot be decrypted (first: {count.first_error})"
+                    if count.undecryptable
+                    else ""
+                ),
                 file=out,
             )
         total = sum(count.changed for count in counts)
-        if dry_run:
+        undecryptable = sum(count.undecryptable for count in counts)
+        if dry_run and undecryptable:
+            print(
+                f"Dry run: {undecryptable} values cannot be decrypted with {client_id}'s keys, so --no-dry-run "
+                "would fail on them: list the key ids they were made under again (keep a retired key until "
+                f"re-encryption is done), then run again. {total} other values to rewrite; nothing written.",
+                file=out,
+            )
+        elif dry_run:
             print(f"Dry run: {total} values to rewrite, nothing written (pass --no-dry-run to write).", file=out)
         else:
             print(f"Done: {total} values rewritten for {client_id}.", file=out)
@@ -368,5 +401,5 @@ def _summary(error: BaseException) -> str:
 
 def _add(total: ReencryptionCount, batch: ReencryptionCount) -> None:
     """Add a committed batch's counts (a batch that failed adds nothing)."""
-    for name in ("reencrypted", "encrypted", "current", "foreign", "unreadable"):
+    for name in ("reencrypted", "encrypted", "current", "foreign", "unreadable", "undecryptable"):
         setattr(total, name, getattr(total, name) + getattr(batch, name))
