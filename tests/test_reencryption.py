@@ -176,10 +176,28 @@ def test_audit_counts_by_tenant_and_keys_from_headers_only(graphs: dict[str, Any
     out = io.StringIO()
     assert cli(graph, out, io.StringIO()).main(["audit"]) == 0
     lines = set(out.getvalue().splitlines())
-    assert {"Person\tclient-a\tstale\t7", "Person\tclient-b\tcurrent\t1", "Person\t-\tplaintext\t1"} <= lines
+    # The plaintext value is client-a's: Person's client_id column says so.
+    assert lines == {"Person\tclient-a\tstale\t7", "Person\tclient-b\tcurrent\t1", "Person\tclient-a\tplaintext\t1"}
+    [audit] = cli(graph, io.StringIO(), io.StringIO()).audit("client-a")
+    assert audit.counts == {("client-a", "stale"): 7, ("client-a", "plaintext"): 1}
     cli(graph, io.StringIO(), io.StringIO()).reencrypt("client-a", dry_run=False)
     [audit] = cli(graph, io.StringIO(), io.StringIO()).audit("client-a")
     assert audit.counts == {("client-a", "current"): 8}
+
+
+def test_audit_attributes_plaintext_through_the_iterator_without_a_tenant_column(
+    graphs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A model whose tenant column is not known (here: named to a column it does not have).
+    monkeypatch.setattr(Person, "__encryption_context_key__", "no_such_column", raising=False)
+    graph = graphs["new"]
+    out = io.StringIO()
+    [audit] = cli(graph, out, io.StringIO()).audit()
+    assert audit.counts[("-", "plaintext")] == 1  # nothing tells whose it is
+    [audit] = cli(graph, io.StringIO(), io.StringIO()).audit("client-a")  # client-a's iterator gives its row
+    assert audit.counts == {("client-a", "stale"): 7, ("client-a", "plaintext"): 1}
+    [audit] = cli(graph, io.StringIO(), io.StringIO()).audit("client-b")
+    assert audit.counts == {("client-b", "current"): 1}
 
 
 def test_refusals(graphs: dict[str, Any]) -> None:

@@ -31,6 +31,10 @@ standard error; the counts go to standard output. A failure prints one line on s
 error and exits with status 1 (after the batches already committed).
 
 `audit` reads message headers only (no decryption, no key service): it needs no context.
+A message names its tenant; a plaintext value does not, so its tenant comes from the row:
+the model's tenant column (the attribute `__encryption_context_key__` names, else a
+`client_id` column), or, with `audit --client-id C`, the rows C's instance iterator gives.
+Plaintext values that neither attributes are counted under the tenant "-" ("unknown").
 
 """
 
@@ -229,11 +233,15 @@ class ReencryptionCli:
         self._report(counts, client_id, dry_run=dry_run)
         return counts
 
+    def _identities(self, name: str, client_id: str) -> list[tuple[Any, ...]]:
+        """The primary keys of the rows `client_id`'s instance iterator gives for model `name`."""
+        with set_encryptor_context(client_id, self.graph.multi_tenant_encryptor), SessionContext(self.graph):
+            return [tuple(inspect(row).identity or ()) for row in self.instance_iterators[name](client_id)]
+
     def _reencrypt_model(self, name: str, client_id: str, *, dry_run: bool, batch_size: int) -> ReencryptionCount:
         model = self.base_models_mapping[name]
         keys = inspect(model).primary_key
-        with SessionContext(self.graph):
-            identities = [tuple(inspect(row).identity or ()) for row in self.instance_iterators[name](client_id)]
+        identities = self._identities(name, client_id)
         count = ReencryptionCount(model.__name__, rows=len(identities))
         label = f"{'checking' if dry_run else 're-encrypting'} {model.__name__}"
         progress = Progress(label, len(identities), stream=self.stderr)
@@ -363,24 +371,41 @@ class ReencryptionCli:
     # --- audit --------------------------------------------------------------------
 
     def audit(self, client_id: str | None = None) -> list[AuditCount]:
-        """Count every model's values by tenant and state, from message headers only
-        (plaintext values belong to no known tenant: counted under "-"); print and return them."""
+        """Count every model's values by tenant and state, from message headers only; print
+        and return them. A plaintext value's tenant is its row's (see the module doc), "-"
+        when nothing tells it."""
         audits = []
-        with SessionContext(self.graph):
-            for name, model in self.base_models_mapping.items():
-                audit = AuditCount(model.__name__)
+        for name, model in self.base_models_mapping.items():
+            tenant_column = _tenant_column(model)
+            rows_of_client = None
+            if tenant_column is None and client_id is not None:
+                rows_of_client = set(self._identities(name, client_id))
+            keys = list(inspect(model).primary_key)
+            audit = AuditCount(model.__name__)
+            with SessionContext(self.graph):
                 for column in self._attributes[name].values():
                     encrypted = column._attribute(model, "encrypted")
                     plaintext = column._attribute(model, "unencrypted")
-                    statement = select(encrypted, plaintext.is_not(None)).execution_options(yield_per=1000)
-                    for ciphertext, has_plaintext in SessionContext.session.execute(statement):
+                    tenant_of_row = keys if tenant_column is None else [tenant_column]
+                    statement = select(encrypted, plaintext.is_not(None), *tenant_of_row).execution_options(
+                        yield_per=1000
+                    )
+                    for ciphertext, has_plaintext, *row in SessionContext.session.execute(statement):
                         if ciphertext is not None:
                             tenant, state = self._message_state(bytes(ciphertext), None)
-                            if client_id is None or tenant == client_id:
-                                audit.add(tenant, state)
-                        elif has_plaintext and client_id is None:
-                            audit.add("-", PLAINTEXT)
-                audits.append(audit)
+                        elif has_plaintext:
+                            if tenant_column is not None:
+                                tenant = "-" if row[0] is None else str(row[0])
+                            elif rows_of_client is not None and tuple(row) in rows_of_client:
+                                tenant = str(client_id)
+                            else:
+                                tenant = "-"
+                            state = PLAINTEXT
+                        else:
+                            continue
+                        if client_id is None or tenant == client_id:
+                            audit.add(tenant, state)
+            audits.append(audit)
         out = self.stdout or sys.stdout
         for audit in audits:
             if not audit.counts:
@@ -388,6 +413,14 @@ class ReencryptionCli:
             for (tenant, state), number in sorted(audit.counts.items()):
                 print(f"{audit.model}\t{tenant}\t{state}\t{number}", file=out)
         return audits
+
+
+def _tenant_column(model: type[Any]) -> Any:
+    """The model's tenant column: the attribute `__encryption_context_key__` names, else a
+    `client_id` column; None when it has neither."""
+    columns = inspect(model).columns
+    name = getattr(model, "__encryption_context_key__", None) or "client_id"
+    return columns[name] if name in columns else None
 
 
 def _summary(error: BaseException) -> str:
