@@ -54,7 +54,8 @@ def _key_service_failure(error: BaseException) -> BaseException | None:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         if isinstance(current, (BotoCoreError, ClientError)):
-            return current
+            failure: BaseException = current
+            return failure
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

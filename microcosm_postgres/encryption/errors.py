@@ -32,7 +32,8 @@ class EncryptionError(PersistenceError):
 class DecryptionError(PersistenceError):
     """A ciphertext could not be decrypted for the tenant asked (500): it was made for
     another tenant, under keys this tenant does not have, it is not a valid message, or
-    the key service failed (unreachable, or refused: the message says which). The message never contains the ciphertext or any plaintext."""
+    the key service failed (unreachable, or refused: the message says which). The
+    message never contains the ciphertext or any plaintext."""
 
     status_code = 500
     default_message = "The value could not be decrypted."

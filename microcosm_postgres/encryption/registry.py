@@ -165,7 +165,11 @@ def _same_length(name: str, values: Sequence[Any], contexts: Sequence[str], *, o
             f"{_CONFIG}.{name} has {len(values)} entries but context_keys has {len(contexts)}: "
             f"give one per tenant, in the order of context_keys"
             + (" (or none)." if optional else ".")
-            + (" Beacon keys are required outside tests (graphs not created with testing=True)." if name == "beacon_keys" else "")
+            + (
+                " Beacon keys are required outside tests (graphs not created with testing=True)."
+                if name == "beacon_keys"
+                else ""
+            )
         )
 
 
