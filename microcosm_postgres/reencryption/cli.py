@@ -22,8 +22,8 @@ current keys, under other keys, and in plaintext.
 `reencrypt --client-id C` is a dry run unless `--no-dry-run`: it writes nothing, and it
 decrypts each value that needs rewriting (as the real run will), so it reports the
 values the tenant's keys can no longer open (their number and the first error; exit
-status 1) before a real run fails on them. Keep a retired key id listed until re-
-encryption is done. A real run works in batches of rows (`--batch-size`, default 100):
+status 1) before a real run fails on them. Keep a retired key id listed until
+re-encryption is done. A real run works in batches of rows (`--batch-size`, default 100):
 each batch is one transaction that locks its rows, re-reads them, and rewrites the
 values that need it (new ciphertext, new beacon), so a failure leaves every batch either
 fully done or untouched. Values already under the tenant's current keys are skipped, so
