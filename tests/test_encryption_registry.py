@@ -193,3 +193,21 @@ def test_graphs_without_encryption_never_import_the_sdk_and_asking_without_it_sa
     assert lines[1].startswith("error: The 'multi_tenant_encryptor' component needs the `encryption` extra")
     assert "pip install -e '.[encryption]'" in lines[1]
     assert lines[2] == lines[1]
+
+
+def test_a_service_configures_its_test_tenants_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the README tells a service's conftest.py to set; the graph is made as the pytest
+    # plugin makes its own (the default loader: the environment only).
+    monkeypatch.setenv("EXAMPLE__MULTI_TENANT_KEY_REGISTRY__CONTEXT_KEYS", "client-a,client-b")
+    monkeypatch.setenv("EXAMPLE__MULTI_TENANT_KEY_REGISTRY__KEY_IDS", "key-a1;key-a2,key-b")
+    graph = create_object_graph(name="example", testing=True)
+    graph.use("postgres", "sessionmaker")
+    graph.lock()
+    encryptor = graph.multi_tenant_encryptor  # built by the sessionmaker, before the lock
+    assert list(encryptor) == ["client-a", "client-b"]
+    assert encryptor.key_ids("client-a") == ["key-a1", "key-a2"]
+    ciphertext, key_ids = encryptor.encrypt("client-a", "personal")
+    assert key_ids == ["key-a1", "key-a2"]
+    assert encryptor.decrypt("client-a", ciphertext) == "personal"
+    assert "client-c" not in encryptor
+    graph.postgres.dispose()
