@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 
+from microcosm_postgres.encryption.encryptor import MultiTenantEncryptor
 from microcosm_postgres.encryption.errors import EncryptionConfigError
 from microcosm_postgres.encryption.registry import MultiTenantKeyRegistry, make_key_registry, parse_key_ids
 
@@ -200,10 +201,10 @@ def test_a_service_configures_its_test_tenants_through_the_environment(monkeypat
     # plugin makes its own (the default loader: the environment only).
     monkeypatch.setenv("EXAMPLE__MULTI_TENANT_KEY_REGISTRY__CONTEXT_KEYS", "client-a,client-b")
     monkeypatch.setenv("EXAMPLE__MULTI_TENANT_KEY_REGISTRY__KEY_IDS", "key-a1;key-a2,key-b")
-    graph = create_object_graph(name="example", testing=True)
+    graph: Any = create_object_graph(name="example", testing=True)
     graph.use("postgres", "sessionmaker")
     graph.lock()
-    encryptor = graph.multi_tenant_encryptor  # built by the sessionmaker, before the lock
+    encryptor: MultiTenantEncryptor = graph.multi_tenant_encryptor  # built by the sessionmaker, before the lock
     assert list(encryptor) == ["client-a", "client-b"]
     assert encryptor.key_ids("client-a") == ["key-a1", "key-a2"]
     ciphertext, key_ids = encryptor.encrypt("client-a", "personal")
