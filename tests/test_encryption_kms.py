@@ -143,3 +143,33 @@ def test_a_key_kms_refuses_is_an_encryption_error(kms: LocalKms) -> None:
         encryptor.encrypt("client-a", "not today")
     assert raised.value.__cause__ is not None
     assert "not today" not in str(raised.value)
+
+
+def test_an_unreachable_key_service_is_told_apart_from_wrong_keys(
+    kms: LocalKms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A KMS of this test's own (the module's stays up), stopped after the first decrypt.
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        client = botocore.session.Session().create_client("kms", region_name=REGION)
+        key = str(client.create_key(Description="microcosm-postgres test key")["KeyMetadata"]["Arn"])
+        cached, uncached = kms_graph([key], cache=True), kms_graph([key])
+        ciphertext, _ = cached.multi_tenant_encryptor.encrypt("client-a", "still readable")
+        assert cached.multi_tenant_encryptor.decrypt("client-a", ciphertext) == "still readable"
+        assert uncached.multi_tenant_encryptor.decrypt("client-a", ciphertext) == "still readable"
+    finally:
+        server.stop()
+    # KMS is down: the cache still holds the data key; without it, the message says KMS failed.
+    assert cached.multi_tenant_encryptor.decrypt("client-a", ciphertext) == "still readable"
+    with pytest.raises(DecryptionError, match="the key service failed \\(EndpointConnectionError\\)") as raised:
+        uncached.multi_tenant_encryptor.decrypt("client-a", ciphertext)
+    assert "keys this tenant does not have" not in str(raised.value)
+    # Wrong keys are still said to be wrong keys.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", kms.endpoint)
+    other = kms_graph([kms.new_key()])
+    with pytest.raises(DecryptionError, match="keys this tenant does not have"):
+        other.multi_tenant_encryptor.decrypt("client-a", ciphertext)

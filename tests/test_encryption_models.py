@@ -95,6 +95,23 @@ def test_a_tenant_with_keys_is_stored_encrypted_and_read_decrypted(graph: Any) -
         assert encryptor.decrypt("client-a", ciphertext.ciphertext) == "Zoë's secret"
 
 
+def test_a_locked_graph_has_its_encryptor(graph: Any) -> None:
+    # A service uses its components and locks its graph; nothing asked for the encryptor,
+    # yet the first write encrypts (the sessionmaker built it at graph creation).
+    locked = encryption_graph()
+    locked.use("postgres", "sessionmaker")
+    locked.lock()
+    try:
+        store, _ = stores(locked)
+        with SessionContext(locked), transaction():
+            store.create(Secret(name="s1", client_id="client-a", value="locked"))
+        with SessionContext(locked):
+            assert store.search(name="s1")[0].value == "locked"
+    finally:
+        locked.postgres.dispose()
+    assert stored(graph) == ([("s1", "client-a", None, True)], 1)
+
+
 def test_a_tenant_without_keys_keeps_its_plaintext(graph: Any) -> None:
     store, _ = stores(graph)
     with SessionContext(graph):

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 
+from microcosm_postgres.encryption.encryptor import MultiTenantEncryptor
 from microcosm_postgres.encryption.errors import EncryptionConfigError
 from microcosm_postgres.encryption.registry import MultiTenantKeyRegistry, make_key_registry, parse_key_ids
 
@@ -79,6 +80,16 @@ def test_a_production_graph_without_beacon_keys_fails_at_start_up() -> None:
     with pytest.raises(EncryptionConfigError, match="beacon_keys has 0 entries") as raised:
         graph.use("multi_tenant_encryptor")
     assert "test-key" not in str(raised.value)
+
+
+def test_bad_encryption_config_fails_when_the_session_machinery_is_built() -> None:
+    # Nothing asks for the encryptor: building the sessionmaker checks it all the same.
+    graph = encryption_graph(testing=False, context_keys=["a"], key_ids=[ARN_A])
+    with pytest.raises(EncryptionConfigError, match="Beacon keys are required outside tests"):
+        graph.use("postgres", "sessionmaker")
+    mismatched = encryption_graph(testing=True, context_keys=["a", "b"], key_ids=["k1"])
+    with pytest.raises(EncryptionConfigError, match="key_ids has 1 entries but context_keys has 2"):
+        mismatched.use("sessionmaker")
 
 
 def test_a_production_graph_refuses_a_short_beacon_key() -> None:
@@ -158,12 +169,18 @@ from microcosm.api import create_object_graph, load_from_dict
 import microcosm_postgres.example  # noqa: F401  (binds company_store)
 from microcosm_postgres.encryption.errors import EncryptionConfigError
 
-graph = create_object_graph(name="example", testing=True, loader=load_from_dict(
-    multi_tenant_key_registry=dict(context_keys=["a"], key_ids=["k1"])))
+graph = create_object_graph(name="example", testing=True, loader=load_from_dict())
 graph.use("postgres", "sessionmaker", "company_store", "multi_tenant_key_registry")
 print("loaded:", any(name.startswith("aws_encryption_sdk") for name in sys.modules))
 try:
     graph.multi_tenant_encryptor
+except EncryptionConfigError as error:
+    print("error:", error)
+# With tenants configured, building the sessionmaker asks for the encryptor: the same error, at start-up.
+tenants = create_object_graph(name="example", testing=True, loader=load_from_dict(
+    multi_tenant_key_registry=dict(context_keys=["a"], key_ids=["k1"])))
+try:
+    tenants.use("postgres", "sessionmaker")
 except EncryptionConfigError as error:
     print("error:", error)
 """
@@ -176,3 +193,22 @@ def test_graphs_without_encryption_never_import_the_sdk_and_asking_without_it_sa
     assert lines[0] == "loaded: False"
     assert lines[1].startswith("error: The 'multi_tenant_encryptor' component needs the `encryption` extra")
     assert "pip install -e '.[encryption]'" in lines[1]
+    assert lines[2] == lines[1]
+
+
+def test_a_service_configures_its_test_tenants_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the README tells a service's conftest.py to set; the graph is made as the pytest
+    # plugin makes its own (the default loader: the environment only).
+    monkeypatch.setenv("EXAMPLE__MULTI_TENANT_KEY_REGISTRY__CONTEXT_KEYS", "client-a,client-b")
+    monkeypatch.setenv("EXAMPLE__MULTI_TENANT_KEY_REGISTRY__KEY_IDS", "key-a1;key-a2,key-b")
+    graph: Any = create_object_graph(name="example", testing=True)
+    graph.use("postgres", "sessionmaker")
+    graph.lock()
+    encryptor: MultiTenantEncryptor = graph.multi_tenant_encryptor  # built by the sessionmaker, before the lock
+    assert list(encryptor) == ["client-a", "client-b"]
+    assert encryptor.key_ids("client-a") == ["key-a1", "key-a2"]
+    ciphertext, key_ids = encryptor.encrypt("client-a", "personal")
+    assert key_ids == ["key-a1", "key-a2"]
+    assert encryptor.decrypt("client-a", ciphertext) == "personal"
+    assert "client-c" not in encryptor
+    graph.postgres.dispose()

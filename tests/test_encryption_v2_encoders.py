@@ -113,3 +113,14 @@ def test_nested_wrappers_are_refused_at_definition() -> None:
         ArrayEncoder(ArrayEncoder(IntEncoder()))
     with pytest.raises(TypeError, match="wrap the encoder once"):
         Nullable(Nullable(IntEncoder()))
+
+
+def test_a_nullable_encoder_says_none_is_allowed_too() -> None:
+    with pytest.raises(InvalidInputError) as raised:
+        Nullable(IntEncoder()).encode("x")  # type: ignore[arg-type]  # the wrong type, on purpose
+    assert (
+        str(raised.value)
+        == "This encrypted column takes an int (got a str): pass an int, or None (the column is Nullable)."
+    )
+    with pytest.raises(InvalidInputError, match="pass an int.$"):
+        IntEncoder().encode("x")  # type: ignore[arg-type]

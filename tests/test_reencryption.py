@@ -86,6 +86,31 @@ def test_a_dry_run_counts_and_changes_nothing(graphs: dict[str, Any]) -> None:
     assert "[##############################] 8/8 rows" in err.getvalue()
 
 
+def test_a_dry_run_after_a_key_was_removed_predicts_the_failure(graphs: dict[str, Any]) -> None:
+    # a-1 was dropped from the configuration before re-encryption: its 7 values no longer open.
+    retired = keyed_graph(a="a-2", b="b-1")
+    try:
+        before = ciphertexts(retired)
+        out, err = io.StringIO(), io.StringIO()
+        assert cli(retired, out, err).main(["reencrypt", "--client-id", "client-a"]) == 1
+        assert ciphertexts(retired) == before
+        report = out.getvalue()
+        assert "would re-encrypt 0 values, would encrypt 1 plaintext values" in report
+        assert "; 7 cannot be decrypted (first: DecryptionError: A value of 'client-a' could not be decrypted" in report
+        assert "Dry run: 7 values cannot be decrypted with client-a's keys, so --no-dry-run would fail" in report
+        # The real run fails as predicted, and its failed batch is rolled back.
+        out, err = io.StringIO(), io.StringIO()
+        assert cli(retired, out, err).main(["reencrypt", "--client-id", "client-a", "--no-dry-run"]) == 1
+        assert "DecryptionError" in err.getvalue()
+        assert ciphertexts(retired) == before
+        # With the old key listed again, the dry run finds nothing it cannot open.
+        out = io.StringIO()
+        assert cli(graphs["new"], out, io.StringIO()).main(["reencrypt", "--client-id", "client-a"]) == 0
+        assert "cannot be decrypted" not in out.getvalue()
+    finally:
+        retired.postgres.dispose()
+
+
 def test_batches_are_atomic_and_a_second_run_resumes(graphs: dict[str, Any]) -> None:
     graph = graphs["new"]
     with SessionContext(graph):
@@ -151,10 +176,28 @@ def test_audit_counts_by_tenant_and_keys_from_headers_only(graphs: dict[str, Any
     out = io.StringIO()
     assert cli(graph, out, io.StringIO()).main(["audit"]) == 0
     lines = set(out.getvalue().splitlines())
-    assert {"Person\tclient-a\tstale\t7", "Person\tclient-b\tcurrent\t1", "Person\t-\tplaintext\t1"} <= lines
+    # The plaintext value is client-a's: Person's client_id column says so.
+    assert lines == {"Person\tclient-a\tstale\t7", "Person\tclient-b\tcurrent\t1", "Person\tclient-a\tplaintext\t1"}
+    [audit] = cli(graph, io.StringIO(), io.StringIO()).audit("client-a")
+    assert audit.counts == {("client-a", "stale"): 7, ("client-a", "plaintext"): 1}
     cli(graph, io.StringIO(), io.StringIO()).reencrypt("client-a", dry_run=False)
     [audit] = cli(graph, io.StringIO(), io.StringIO()).audit("client-a")
     assert audit.counts == {("client-a", "current"): 8}
+
+
+def test_audit_attributes_plaintext_through_the_iterator_without_a_tenant_column(
+    graphs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A model whose tenant column is not known (here: named to a column it does not have).
+    monkeypatch.setattr(Person, "__encryption_context_key__", "no_such_column", raising=False)
+    graph = graphs["new"]
+    out = io.StringIO()
+    [audit] = cli(graph, out, io.StringIO()).audit()
+    assert audit.counts[("-", "plaintext")] == 1  # nothing tells whose it is
+    [audit] = cli(graph, io.StringIO(), io.StringIO()).audit("client-a")  # client-a's iterator gives its row
+    assert audit.counts == {("client-a", "stale"): 7, ("client-a", "plaintext"): 1}
+    [audit] = cli(graph, io.StringIO(), io.StringIO()).audit("client-b")
+    assert audit.counts == {("client-b", "current"): 1}
 
 
 def test_refusals(graphs: dict[str, Any]) -> None:

@@ -46,6 +46,21 @@ CONTEXT_FIELD = "microcosm"
 _SDK_ERRORS = (AWSEncryptionSDKClientError, BotoCoreError, ClientError, InvalidTag, KeyError)
 
 
+def _key_service_failure(error: BaseException) -> BaseException | None:
+    """The key service's own failure behind `error` (a botocore connection or client error,
+    which the SDK's KMS keys chain under their `DecryptKeyError`), or None: the keys did
+    not fit, or the bytes are not a message."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (BotoCoreError, ClientError)):
+            failure: BaseException = current
+            return failure
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _close(decryptor: Any) -> None:
     """Close a decryption stream (the SDK's public `stream` API, not its one-shot `decrypt`).
 
@@ -121,8 +136,10 @@ class SingleTenantEncryptor:
         """The plaintext of a message made for this tenant.
 
         Raises:
-            DecryptionError: not a message, no key of this tenant opens it, or it was
-                made for another tenant (the message's encryption context says so).
+            DecryptionError: not a message, no key of this tenant opens it, it was made
+                for another tenant (the message's encryption context says so), or the key
+                service failed (unreachable or refusing: the message says so, the botocore
+                error is chained).
 
         """
         try:
@@ -135,6 +152,14 @@ class SingleTenantEncryptor:
             finally:
                 _close(decryptor)
         except _SDK_ERRORS as error:
+            failure = _key_service_failure(error)
+            if failure is not None:
+                code = failure.response.get("Error", {}).get("Code") if isinstance(failure, ClientError) else None
+                raise DecryptionError(
+                    f"A value of {encryption_context_key!r} could not be decrypted: the key service failed "
+                    f"({type(failure).__name__}{f' {code}' if code else ''}), so the value itself may be fine. "
+                    "Check that KMS is reachable and lets this service decrypt with the tenant's keys, then retry."
+                ) from error
             raise DecryptionError(
                 f"A value of {encryption_context_key!r} could not be decrypted ({type(error).__name__}): it was "
                 "made under keys this tenant does not have, or it is not an encrypted message."

@@ -31,8 +31,9 @@ class EncryptionError(PersistenceError):
 
 class DecryptionError(PersistenceError):
     """A ciphertext could not be decrypted for the tenant asked (500): it was made for
-    another tenant, under keys this tenant does not have, or it is not a valid message.
-    The message never contains the ciphertext or any plaintext."""
+    another tenant, under keys this tenant does not have, it is not a valid message, or
+    the key service failed (unreachable, or refused: the message says which). The
+    message never contains the ciphertext or any plaintext."""
 
     status_code = 500
     default_message = "The value could not be decrypted."

@@ -24,6 +24,7 @@ __all__ = [
     "INSTALL_HINT",
     "configure_materials_manager",
     "configure_multi_tenant_encryptor",
+    "encryption_at_start_up",
 ]
 
 INSTALL_HINT = "pip install -e '.[encryption]'"
@@ -81,3 +82,24 @@ def configure_multi_tenant_encryptor(graph: Any) -> MultiTenantEncryptor:
             tenant.encrypting, decrypting_materials_manager=tenant.decrypting, key_ids=registry.key_ids(context)
         )
     return MultiTenantEncryptor(encryptors, registry)
+
+
+def encryption_at_start_up(graph: Any) -> None:
+    """Build `multi_tenant_encryptor` (and so its key registry and materials) now when the
+    configuration names tenants (`multi_tenant_key_registry.context_keys` not empty).
+
+    The `sessionmaker` factory calls it, so that a graph that can open sessions has
+    checked its encryption configuration at creation, and a locked graph already holds
+    its encryptor (models resolve it lazily, on their first write). A graph without
+    tenants builds nothing here and never imports the AWS Encryption SDK.
+
+    Raises:
+        EncryptionConfigError: the configuration is not valid (see `make_key_registry`),
+            or the `encryption` extra is not installed.
+
+    """
+    from microcosm_postgres.encryption.registry import parse_list
+
+    config = graph.config.get("multi_tenant_key_registry") or {}
+    if parse_list(config.get("context_keys"), key="context_keys"):
+        graph.multi_tenant_encryptor  # noqa: B018  (resolving it builds and checks it)

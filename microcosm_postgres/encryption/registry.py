@@ -163,7 +163,13 @@ def _same_length(name: str, values: Sequence[Any], contexts: Sequence[str], *, o
     if len(values) != len(contexts):
         raise EncryptionConfigError(
             f"{_CONFIG}.{name} has {len(values)} entries but context_keys has {len(contexts)}: "
-            f"give one per tenant, in the order of context_keys" + (" (or none)." if optional else ".")
+            f"give one per tenant, in the order of context_keys"
+            + (" (or none)." if optional else ".")
+            + (
+                " Beacon keys are required outside tests (graphs not created with testing=True)."
+                if name == "beacon_keys"
+                else ""
+            )
         )
 
 

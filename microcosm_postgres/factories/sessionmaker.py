@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction,
 from sqlalchemy.sql.elements import ClauseElement
 
 from microcosm_postgres._sessions import ISOLATION
+from microcosm_postgres.encryption.factories import encryption_at_start_up
 from microcosm_postgres.factories.routing import (
     ALLOW_CROSS_ENGINE_WRITES,
     READ_ONLY,
@@ -147,11 +148,17 @@ def make_sessionmaker(
 def configure_sessionmaker(graph: Graph) -> sessionmaker[RoutingSession]:
     """Sessions routed by the strategy `sessionmaker.engine_routing_strategy` names.
 
+    When the configuration names encryption tenants, it also builds `multi_tenant_encryptor`
+    first (`encryption.factories.encryption_at_start_up`): bad encryption config fails here,
+    at graph creation, not on the first write.
+
     Raises:
         microcosm.errors.ValidationError: when that name is not a bound routing strategy, or
             a model names an engine with no configuration.
+        EncryptionConfigError: the encryption configuration is not valid.
 
     """
+    encryption_at_start_up(graph)
     return make_sessionmaker(
         router_for(graph),
         allow_cross_engine_writes=bool(graph.config["sessionmaker"]["allow_cross_engine_writes"]),

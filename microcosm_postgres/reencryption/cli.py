@@ -19,16 +19,23 @@ current keys, under other keys, and in plaintext.
 - `base_models_mapping`: per model name, the model class; its `encryption(...)`
   attributes are the values handled.
 
-`reencrypt --client-id C` is a dry run (it counts, writes nothing, asks no key service)
-unless `--no-dry-run`. A real run works in batches of rows (`--batch-size`, default
-100): each batch is one transaction that locks its rows, re-reads them, and rewrites
-the values that need it (new ciphertext, new beacon), so a failure leaves every batch
-either fully done or untouched. Values already under the tenant's current keys are
-skipped, so a run that stopped is resumed by running it again. A progress bar goes to
-standard error; the counts go to standard output. A failure prints one line on standard
-error and exits with status 1 (after the batches already committed).
+`reencrypt --client-id C` is a dry run unless `--no-dry-run`: it writes nothing, and it
+decrypts each value that needs rewriting (as the real run will), so it reports the
+values the tenant's keys can no longer open (their number and the first error; exit
+status 1) before a real run fails on them. Keep a retired key id listed until
+re-encryption is done. A real run works in batches of rows (`--batch-size`, default 100):
+each batch is one transaction that locks its rows, re-reads them, and rewrites the
+values that need it (new ciphertext, new beacon), so a failure leaves every batch either
+fully done or untouched. Values already under the tenant's current keys are skipped, so
+a run that stopped is resumed by running it again. A progress bar goes to standard
+error; the counts go to standard output. A failure prints one line on standard error and
+exits with status 1 (after the batches already committed).
 
 `audit` reads message headers only (no decryption, no key service): it needs no context.
+A message names its tenant; a plaintext value does not, so its tenant comes from the row:
+the model's tenant column (the attribute `__encryption_context_key__` names, else a
+`client_id` column), or, with `audit --client-id C`, the rows C's instance iterator gives.
+Plaintext values that neither attributes are counted under the tenant "-" ("unknown").
 
 """
 
@@ -45,7 +52,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from microcosm_postgres._cli import failure_line
 from microcosm_postgres.context import SessionContext, transaction
-from microcosm_postgres.encryption.errors import EncryptionConfigError, EncryptionError
+from microcosm_postgres.encryption.errors import DecryptionError, EncryptionConfigError, EncryptionError
 from microcosm_postgres.encryption.v2.column import encryption
 from microcosm_postgres.encryption.v2.encryptors import set_encryptor_context
 from microcosm_postgres.errors import PersistenceError, translating
@@ -90,6 +97,8 @@ class ReencryptionCount:
     current: int = 0  # values already under the current keys (skipped)
     foreign: int = 0  # another tenant's messages among the rows (left alone)
     unreadable: int = 0  # bytes that are not a message (left alone)
+    undecryptable: int = 0  # dry run: messages to rewrite that the tenant's keys do not open
+    first_error: str | None = None  # dry run: the first of those failures, in one line
 
     @property
     def changed(self) -> int:
@@ -175,7 +184,11 @@ class ReencryptionCli:
         args = self.parser().parse_args(sys.argv[1:] if argv is None else list(argv))
         try:
             if args.command == "reencrypt":
-                self.reencrypt(args.client_id, dry_run=args.dry_run, batch_size=args.batch_size, models=args.model)
+                counts = self.reencrypt(
+                    args.client_id, dry_run=args.dry_run, batch_size=args.batch_size, models=args.model
+                )
+                if any(count.undecryptable for count in counts):
+                    return 1  # the real run would fail: the report says why
             else:
                 self.audit(args.client_id)
         except PersistenceError as error:
@@ -195,6 +208,9 @@ class ReencryptionCli:
     ) -> list[ReencryptionCount]:
         """Re-encrypt `client_id`'s values under its current keys (see the module doc);
         print and return the counts per model.
+
+        A dry run decrypts the values to rewrite (writing nothing): those the tenant's keys
+        do not open are counted in `undecryptable` (with the first error) instead of raising.
 
         Raises:
             EncryptionConfigError: the tenant has no keys, or a `batch_size` below 1.
@@ -218,11 +234,15 @@ class ReencryptionCli:
         self._report(counts, client_id, dry_run=dry_run)
         return counts
 
+    def _identities(self, name: str, client_id: str) -> list[tuple[Any, ...]]:
+        """The primary keys of the rows `client_id`'s instance iterator gives for model `name`."""
+        with set_encryptor_context(client_id, self.graph.multi_tenant_encryptor), SessionContext(self.graph):
+            return [tuple(inspect(row).identity or ()) for row in self.instance_iterators[name](client_id)]
+
     def _reencrypt_model(self, name: str, client_id: str, *, dry_run: bool, batch_size: int) -> ReencryptionCount:
         model = self.base_models_mapping[name]
         keys = inspect(model).primary_key
-        with SessionContext(self.graph):
-            identities = [tuple(inspect(row).identity or ()) for row in self.instance_iterators[name](client_id)]
+        identities = self._identities(name, client_id)
         count = ReencryptionCount(model.__name__, rows=len(identities))
         label = f"{'checking' if dry_run else 're-encrypting'} {model.__name__}"
         progress = Progress(label, len(identities), stream=self.stderr)
@@ -268,6 +288,15 @@ class ReencryptionCli:
     def _reencrypt_row(self, row: Any, name: str, client_id: str, count: ReencryptionCount, *, write: bool) -> None:
         for attribute, column in self._attributes[name].items():
             state = self._state(row, column, client_id)
+            if state == STALE and not write:
+                # Decrypt as the real run will (the column, in the tenant's context), write nothing.
+                try:
+                    getattr(row, attribute)
+                except DecryptionError as error:
+                    count.undecryptable += 1
+                    if count.first_error is None:
+                        count.first_error = _summary(error)
+                    continue
             if state == STALE or state == PLAINTEXT:
                 if state == STALE:
                     count.reencrypted += 1
@@ -318,11 +347,24 @@ class ReencryptionCli:
                 f"{'would encrypt' if dry_run else 'encrypted'} {count.encrypted} plaintext values; "
                 f"{count.current} already under the current keys"
                 + (f"; {count.foreign} of another tenant" if count.foreign else "")
-                + (f"; {count.unreadable} unreadable" if count.unreadable else ""),
+                + (f"; {count.unreadable} unreadable" if count.unreadable else "")
+                + (
+                    f"; {count.undecryptable} cannot be decrypted (first: {count.first_error})"
+                    if count.undecryptable
+                    else ""
+                ),
                 file=out,
             )
         total = sum(count.changed for count in counts)
-        if dry_run:
+        undecryptable = sum(count.undecryptable for count in counts)
+        if dry_run and undecryptable:
+            print(
+                f"Dry run: {undecryptable} values cannot be decrypted with {client_id}'s keys, so --no-dry-run "
+                "would fail on them: list the key ids they were made under again (keep a retired key until "
+                f"re-encryption is done), then run again. {total} other values to rewrite; nothing written.",
+                file=out,
+            )
+        elif dry_run:
             print(f"Dry run: {total} values to rewrite, nothing written (pass --no-dry-run to write).", file=out)
         else:
             print(f"Done: {total} values rewritten for {client_id}.", file=out)
@@ -330,24 +372,41 @@ class ReencryptionCli:
     # --- audit --------------------------------------------------------------------
 
     def audit(self, client_id: str | None = None) -> list[AuditCount]:
-        """Count every model's values by tenant and state, from message headers only
-        (plaintext values belong to no known tenant: counted under "-"); print and return them."""
+        """Count every model's values by tenant and state, from message headers only; print
+        and return them. A plaintext value's tenant is its row's (see the module doc), "-"
+        when nothing tells it."""
         audits = []
-        with SessionContext(self.graph):
-            for name, model in self.base_models_mapping.items():
-                audit = AuditCount(model.__name__)
+        for name, model in self.base_models_mapping.items():
+            tenant_column = _tenant_column(model)
+            rows_of_client = None
+            if tenant_column is None and client_id is not None:
+                rows_of_client = set(self._identities(name, client_id))
+            keys = list(inspect(model).primary_key)
+            audit = AuditCount(model.__name__)
+            with SessionContext(self.graph):
                 for column in self._attributes[name].values():
                     encrypted = column._attribute(model, "encrypted")
                     plaintext = column._attribute(model, "unencrypted")
-                    statement = select(encrypted, plaintext.is_not(None)).execution_options(yield_per=1000)
-                    for ciphertext, has_plaintext in SessionContext.session.execute(statement):
+                    tenant_of_row = keys if tenant_column is None else [tenant_column]
+                    statement = select(encrypted, plaintext.is_not(None), *tenant_of_row).execution_options(
+                        yield_per=1000
+                    )
+                    for ciphertext, has_plaintext, *row in SessionContext.session.execute(statement):
                         if ciphertext is not None:
                             tenant, state = self._message_state(bytes(ciphertext), None)
-                            if client_id is None or tenant == client_id:
-                                audit.add(tenant, state)
-                        elif has_plaintext and client_id is None:
-                            audit.add("-", PLAINTEXT)
-                audits.append(audit)
+                        elif has_plaintext:
+                            if tenant_column is not None:
+                                tenant = "-" if row[0] is None else str(row[0])
+                            elif rows_of_client is not None and tuple(row) in rows_of_client:
+                                tenant = str(client_id)
+                            else:
+                                tenant = "-"
+                            state = PLAINTEXT
+                        else:
+                            continue
+                        if client_id is None or tenant == client_id:
+                            audit.add(tenant, state)
+            audits.append(audit)
         out = self.stdout or sys.stdout
         for audit in audits:
             if not audit.counts:
@@ -355,6 +414,14 @@ class ReencryptionCli:
             for (tenant, state), number in sorted(audit.counts.items()):
                 print(f"{audit.model}\t{tenant}\t{state}\t{number}", file=out)
         return audits
+
+
+def _tenant_column(model: type[Any]) -> Any:
+    """The model's tenant column: the attribute `__encryption_context_key__` names, else a
+    `client_id` column; None when it has neither."""
+    columns = inspect(model).columns
+    name = getattr(model, "__encryption_context_key__", None) or "client_id"
+    return columns[name] if name in columns else None
 
 
 def _summary(error: BaseException) -> str:
@@ -368,5 +435,5 @@ def _summary(error: BaseException) -> str:
 
 def _add(total: ReencryptionCount, batch: ReencryptionCount) -> None:
     """Add a committed batch's counts (a batch that failed adds nothing)."""
-    for name in ("reencrypted", "encrypted", "current", "foreign", "unreadable"):
+    for name in ("reencrypted", "encrypted", "current", "foreign", "unreadable", "undecryptable"):
         setattr(total, name, getattr(total, name) + getattr(batch, name))

@@ -294,7 +294,11 @@ class Nullable(Encoder[T | None]):
     def encode(self, value: T | None) -> str:
         if value is None:  # the column writes NULLs for None: nothing is encoded
             raise InvalidInputError("None is stored as NULL, not encoded.")
-        return self.inner.encode(value)
+        try:
+            return self.inner.encode(value)
+        except InvalidInputError as error:
+            message = str(error).rstrip(".")
+            raise InvalidInputError(f"{message}, or None (the column is Nullable).") from error
 
     def decode(self, text: str) -> T | None:
         return self.inner.decode(text)
