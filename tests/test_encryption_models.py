@@ -112,6 +112,24 @@ def test_a_locked_graph_has_its_encryptor(graph: Any) -> None:
     assert stored(graph) == ([("s1", "client-a", None, True)], 1)
 
 
+def test_a_locked_graph_without_tenants_keeps_plaintext(graph: Any) -> None:
+    # Encryption switched off in one environment (no context_keys): the locked graph never
+    # built an encryptor, and needs none to write and read its rows.
+    loader = load_each(load_from_environ, load_from_dict(multi_tenant_key_registry=dict(context_keys="")))
+    locked: Any = create_object_graph(name="example", testing=True, loader=loader)
+    locked.use("postgres", "sessionmaker")
+    locked.lock()
+    try:
+        store, _ = stores(locked)
+        with SessionContext(locked), transaction():
+            store.create(Secret(name="s1", client_id="client-a", value="off"))
+        with SessionContext(locked):
+            assert store.search(name="s1")[0].value == "off"
+    finally:
+        locked.postgres.dispose()
+    assert stored(graph) == ([("s1", "client-a", "off", False)], 0)
+
+
 def test_a_tenant_without_keys_keeps_its_plaintext(graph: Any) -> None:
     store, _ = stores(graph)
     with SessionContext(graph):

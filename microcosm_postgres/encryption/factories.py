@@ -25,6 +25,7 @@ __all__ = [
     "configure_materials_manager",
     "configure_multi_tenant_encryptor",
     "encryption_at_start_up",
+    "tenants_configured",
 ]
 
 INSTALL_HINT = "pip install -e '.[encryption]'"
@@ -98,8 +99,20 @@ def encryption_at_start_up(graph: Any) -> None:
             or the `encryption` extra is not installed.
 
     """
+    if tenants_configured(graph):
+        graph.multi_tenant_encryptor  # noqa: B018  (resolving it builds and checks it)
+
+
+def tenants_configured(graph: Any) -> bool:
+    """True when the graph's configuration names tenants
+    (`multi_tenant_key_registry.context_keys` not empty): only then does it have, or need,
+    a `multi_tenant_encryptor`.
+
+    Raises:
+        EncryptionConfigError: `context_keys` is not a list (or a comma-separated string).
+
+    """
     from microcosm_postgres.encryption.registry import parse_list
 
     config = graph.config.get("multi_tenant_key_registry") or {}
-    if parse_list(config.get("context_keys"), key="context_keys"):
-        graph.multi_tenant_encryptor  # noqa: B018  (resolving it builds and checks it)
+    return bool(parse_list(config.get("context_keys"), key="context_keys"))

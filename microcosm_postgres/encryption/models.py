@@ -41,6 +41,7 @@ from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
 from microcosm_postgres._sessions import graph_of
 from microcosm_postgres.encryption.errors import DecryptionError, EncryptionConfigError, EncryptionError
+from microcosm_postgres.encryption.factories import tenants_configured
 
 __all__ = [
     "EncryptableMixin",
@@ -132,6 +133,10 @@ def _encryptor_for(session: Session, what: str) -> Any:
             f"Cannot tell which keys to {what} with: this session was not opened by `SessionContext(graph)`, "
             "whose graph's multi_tenant_encryptor encrypts. Use the models inside SessionContext(graph)."
         )
+    if not tenants_configured(graph):
+        # No tenant has keys: every value stays plaintext, and the graph (perhaps locked,
+        # perhaps without the extra) is never asked for an encryptor it does not need.
+        return frozenset()
     return graph.multi_tenant_encryptor
 
 

@@ -167,7 +167,7 @@ def _same_length(name: str, values: Sequence[Any], contexts: Sequence[str], *, o
             + (" (or none)." if optional else ".")
             + (
                 " Beacon keys are required outside tests (graphs not created with testing=True)."
-                if name == "beacon_keys"
+                if name == "beacon_keys" and not optional
                 else ""
             )
         )
