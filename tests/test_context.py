@@ -217,3 +217,31 @@ def test_recreate_all_refuses_a_database_that_is_not_a_test_database(
         production_context.recreate_all()
     assert committed_names(graph) == ["precious"]
     production.postgres.dispose()
+
+
+def test_graph_of_the_innermost_context(graph: ExampleGraph) -> None:
+    other = make_graph(database_name=SECONDARY_DATABASE)
+    with SessionContext(graph):
+        assert SessionContext.graph is graph
+        with SessionContext(other):
+            assert SessionContext.graph is other
+        assert SessionContext.graph is graph
+    other.postgres.dispose()
+    with pytest.raises(SessionNotOpenError):
+        SessionContext.graph  # noqa: B018
+
+
+def test_opening_twice_is_refused_and_keeps_the_open_session(graph: ExampleGraph) -> None:
+    context = SessionContext(graph).open()
+    try:
+        session = context.session
+        with pytest.raises(RuntimeError, match="already open"):
+            context.open()
+        assert context.session is session
+        assert SessionContext.session is session
+    finally:
+        context.close()
+    # Closing again is a no-op, and no session is left open.
+    context.close()
+    with pytest.raises(SessionNotOpenError):
+        SessionContext.session  # noqa: B018

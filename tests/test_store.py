@@ -330,3 +330,8 @@ def test_query_hook_narrows_every_operation(graph: Any, context: SessionContext)
     with pytest.raises(ModelNotFoundError), transaction():
         public.delete(hidden.id)
     assert graph.company_store.count() == 2
+
+
+def test_upsert_many_of_nothing_sends_no_statement(gadgets: Store[Any], statement_verbs: list[str]) -> None:
+    assert gadgets.upsert_many([], on=["name"]) == []
+    assert statement_verbs == []
