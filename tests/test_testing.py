@@ -280,6 +280,8 @@ def test_throwaway_server_directly() -> None:
     assert not server.directory.exists()
     assert not is_listening(server.host, server.port)
     server.stop()  # idempotent
+    with pytest.raises(ServerNotAvailableError, match="only a running server started from PostgreSQL's binaries"):
+        server.restart()
 
 
 def test_server_mode_from_the_environment_is_validated(
@@ -300,6 +302,8 @@ def test_throwaway_server_from_the_pgserver_wheel() -> None:
     server = TemporaryServer.start(prefer="pgserver")
     try:
         assert server.source == "the pgserver package"
+        with pytest.raises(ServerNotAvailableError, match="Cannot restart"):
+            server.restart()
         engine = create_engine(server.admin_url, poolclass=NullPool)
         with engine.connect() as connection:
             assert connection.execute(text("SELECT current_setting('fsync')")).scalar() == "off"
