@@ -5,6 +5,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, transaction
@@ -372,3 +373,19 @@ def test_a_locking_read_with_criteria_locks_the_row(
     assert len(selects) == 2
     assert selects[0].rstrip().endswith("FOR UPDATE")
     assert selects[1].rstrip().endswith("FOR UPDATE NOWAIT")
+
+
+def test_a_block_whose_own_flush_failed_refuses_store_calls(gadgets: Store[Any], context: SessionContext) -> None:
+    session = SessionContext.session
+    with pytest.raises(PersistenceError), transaction():
+        session.add_all([gadgets.model_class(name="twin"), gadgets.model_class(name="twin")])
+        with pytest.raises(sa_exc.IntegrityError):
+            session.flush()  # the service's own flush, not the store's
+        with pytest.raises(TransactionAbortedError, match="already aborted") as write:
+            gadgets.create(gadgets.model_class(name="other"))
+        with pytest.raises(TransactionAbortedError, match="already aborted") as read:
+            gadgets.count()
+    # The write is refused before it touches the session; the read meets SQLAlchemy's refusal.
+    assert write.value.__cause__ is None
+    assert isinstance(read.value.__cause__, sa_exc.PendingRollbackError)
+    assert committed(gadgets.graph, gadgets.model_class.__tablename__) == []
