@@ -9,7 +9,7 @@ from microcosm.api import create_object_graph, load_from_dict
 from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, maybe_transactional, transaction, transactional
-from microcosm_postgres.errors import SessionNotOpenError, UnsafeOperationError
+from microcosm_postgres.errors import DuplicateModelError, SessionNotOpenError, UnsafeOperationError
 from microcosm_postgres.example import Company, ExampleGraph
 from tests.conftest import SECONDARY_DATABASE, make_graph
 
@@ -245,3 +245,20 @@ def test_opening_twice_is_refused_and_keeps_the_open_session(graph: ExampleGraph
     context.close()
     with pytest.raises(SessionNotOpenError):
         SessionContext.session  # noqa: B018
+
+
+def test_a_deferred_constraint_refused_at_commit_is_translated(graph: ExampleGraph) -> None:
+    with SessionContext(graph), pytest.raises(DuplicateModelError) as refused, transaction() as session:
+        session.execute(
+            text(
+                """
+                CREATE TEMP TABLE deferred_pair (id int UNIQUE DEFERRABLE INITIALLY DEFERRED);
+                INSERT INTO deferred_pair VALUES (1), (1);
+                """
+            )
+        )
+    assert refused.value.status_code == 409
+    assert refused.value.sqlstate == "23505"
+    # COMMIT became ROLLBACK: the table made in the block is gone with it, and the session works.
+    with SessionContext(graph) as context:
+        assert context.session.execute(text("SELECT to_regclass('pg_temp.deferred_pair')")).scalar() is None
