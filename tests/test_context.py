@@ -260,5 +260,5 @@ def test_a_deferred_constraint_refused_at_commit_is_translated(graph: ExampleGra
     assert refused.value.status_code == 409
     assert refused.value.sqlstate == "23505"
     # COMMIT became ROLLBACK: the table made in the block is gone with it, and the session works.
-    with SessionContext(graph) as context:
-        assert context.session.execute(text("SELECT to_regclass('pg_temp.deferred_pair')")).scalar() is None
+    with SessionContext(graph):
+        assert SessionContext.session.execute(text("SELECT to_regclass('pg_temp.deferred_pair')")).scalar() is None

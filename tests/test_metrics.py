@@ -128,3 +128,14 @@ def test_store_metrics_client_sends_tagged_timings(listener: socket.socket) -> N
         assert "action:search" in line and "model_name:Company" in line and "result:FAILURE" in line
     finally:
         close(graph)
+
+
+def test_disabled_metrics_take_a_report_and_send_nothing(listener: socket.socket) -> None:
+    graph = service_graph(listener.getsockname()[1], postgres_store_metrics={"enabled": False})
+    try:
+        report = graph.postgres_store_metrics
+        assert not report.enabled
+        report(model_name="Company", action="create", elapsed_time=1.0, execution_result=SQLExecutionStatus.SUCCESS)
+        assert received(listener) == []
+    finally:
+        close(graph)

@@ -417,3 +417,14 @@ def test_a_server_group_of_no_servers_is_refused() -> None:
 
     with pytest.raises(ValueError, match="at least one server"):
         ServerGroup.start(0)
+
+
+def test_topologies_without_server_binaries_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from microcosm_postgres.testing import topology
+    from microcosm_postgres.testing.topology import ReplicationTopology, ServerGroup
+
+    monkeypatch.setattr(topology, "find_binaries", lambda: None)
+    with pytest.raises(ServerNotAvailableError, match="pg_basebackup.*apt-get install postgresql"):
+        ReplicationTopology.start()
+    with pytest.raises(ServerNotAvailableError, match="initdb, pg_ctl.*apt-get install postgresql"):
+        ServerGroup.start(2)
