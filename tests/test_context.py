@@ -9,7 +9,7 @@ from microcosm.api import create_object_graph, load_from_dict
 from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, maybe_transactional, transaction, transactional
-from microcosm_postgres.errors import SessionNotOpenError, UnsafeOperationError
+from microcosm_postgres.errors import DuplicateModelError, SessionNotOpenError, UnsafeOperationError
 from microcosm_postgres.example import Company, ExampleGraph
 from tests.conftest import SECONDARY_DATABASE, make_graph
 
@@ -217,3 +217,48 @@ def test_recreate_all_refuses_a_database_that_is_not_a_test_database(
         production_context.recreate_all()
     assert committed_names(graph) == ["precious"]
     production.postgres.dispose()
+
+
+def test_graph_of_the_innermost_context(graph: ExampleGraph) -> None:
+    other = make_graph(database_name=SECONDARY_DATABASE)
+    with SessionContext(graph):
+        assert SessionContext.graph is graph
+        with SessionContext(other):
+            assert SessionContext.graph is other
+        assert SessionContext.graph is graph
+    other.postgres.dispose()
+    with pytest.raises(SessionNotOpenError):
+        SessionContext.graph  # noqa: B018
+
+
+def test_opening_twice_is_refused_and_keeps_the_open_session(graph: ExampleGraph) -> None:
+    context = SessionContext(graph).open()
+    try:
+        session = context.session
+        with pytest.raises(RuntimeError, match="already open"):
+            context.open()
+        assert context.session is session
+        assert SessionContext.session is session
+    finally:
+        context.close()
+    # Closing again is a no-op, and no session is left open.
+    context.close()
+    with pytest.raises(SessionNotOpenError):
+        SessionContext.session  # noqa: B018
+
+
+def test_a_deferred_constraint_refused_at_commit_is_translated(graph: ExampleGraph) -> None:
+    with SessionContext(graph), pytest.raises(DuplicateModelError) as refused, transaction() as session:
+        session.execute(
+            text(
+                """
+                CREATE TEMP TABLE deferred_pair (id int UNIQUE DEFERRABLE INITIALLY DEFERRED);
+                INSERT INTO deferred_pair VALUES (1), (1);
+                """
+            )
+        )
+    assert refused.value.status_code == 409
+    assert refused.value.sqlstate == "23505"
+    # COMMIT became ROLLBACK: the table made in the block is gone with it, and the session works.
+    with SessionContext(graph):
+        assert SessionContext.session.execute(text("SELECT to_regclass('pg_temp.deferred_pair')")).scalar() is None

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
+from microcosm_postgres._sessions import ISOLATION
 from microcosm_postgres.context import SessionContext, transaction
+from microcosm_postgres.errors import IsolationError
 from microcosm_postgres.example import Company, ExampleGraph
-from microcosm_postgres.testing.isolation import isolated
+from microcosm_postgres.testing.isolation import Isolation, isolated
 
 MARKER = "written by an isolated test"
 
@@ -47,3 +50,16 @@ def test_isolated_contexts_one_after_the_other_start_from_the_same_rows(graph: E
                 graph.company_store.create(Company(name=MARKER))
             assert graph.company_store.count(name=MARKER) == 1
     assert committed_count(graph) == 0
+
+
+def test_a_session_that_does_not_route_is_refused_and_closed(graph: ExampleGraph) -> None:
+    isolation = Isolation("default")
+    with Session(graph.postgres) as session:
+        session.execute(text("SELECT 1"))
+        assert session.in_transaction()
+        with pytest.raises(IsolationError, match="postgres_commit") as raised:
+            isolation.adopt(session, "other")
+        assert not session.in_transaction()
+        assert ISOLATION not in session.info
+    assert raised.value.status_code
+    isolation.close()

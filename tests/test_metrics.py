@@ -14,9 +14,10 @@ from microcosm.api import create_object_graph, load_each, load_from_dict, load_f
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import ModelNotFoundError
 from microcosm_postgres.example import Company
-from microcosm_postgres.metrics import PostgresStoreMetrics, SQLExecutionStatus
+from microcosm_postgres.metrics import PostgresStoreMetrics, SQLExecutionStatus, StoreMetrics
 from microcosm_postgres.operations import recreate_all
-from tests.conftest import database_in_use
+from microcosm_postgres.store import Store
+from tests.conftest import database_in_use, make_graph
 
 
 @pytest.fixture
@@ -100,3 +101,41 @@ def test_localhost_or_testing_metrics_cost_nothing(graph: Any) -> None:
     assert isinstance(metrics, PostgresStoreMetrics)
     assert metrics is graph.postgres_store_metrics
     assert not metrics.enabled  # testing graph: metrics host is localhost
+
+
+def test_a_store_made_after_the_graph_is_locked_runs_without_metrics(graph: Any) -> None:
+    locked: Any = make_graph()
+    locked.use("postgres", "sessionmaker")
+    locked.lock()
+    store = Store(locked, Company)
+    # The component was never made, and a locked graph cannot make it now: no timing, no error.
+    assert store.postgres_store_metrics is None
+    with SessionContext(locked):
+        assert store.count() == 0
+        with pytest.raises(ModelNotFoundError):
+            store.retrieve(uuid4())
+    locked.postgres.dispose()
+
+
+def test_store_metrics_client_sends_tagged_timings(listener: socket.socket) -> None:
+    graph = service_graph(listener.getsockname()[1])
+    try:
+        assert not StoreMetrics().enabled
+        metrics = StoreMetrics(graph.metrics)
+        assert metrics.enabled
+        metrics.record("search", "Company", SQLExecutionStatus.FAILURE, 1.5)
+        (line,) = received(listener)
+        assert "action:search" in line and "model_name:Company" in line and "result:FAILURE" in line
+    finally:
+        close(graph)
+
+
+def test_disabled_metrics_take_a_report_and_send_nothing(listener: socket.socket) -> None:
+    graph = service_graph(listener.getsockname()[1], postgres_store_metrics={"enabled": False})
+    try:
+        report = graph.postgres_store_metrics
+        assert not report.enabled
+        report(model_name="Company", action="create", elapsed_time=1.0, execution_result=SQLExecutionStatus.SUCCESS)
+        assert received(listener) == []
+    finally:
+        close(graph)

@@ -404,3 +404,20 @@ def test_a_refused_grant_drops_what_this_run_created_but_nothing_else(names: Nam
     with pytest.raises(PermissionDeniedError, match="granted nothing"):
         provision(name, read_only_role=True, admin_url=url)
     assert names.existing() == ({limited}, {database})
+
+
+def test_an_undo_the_server_refuses_is_logged_and_the_first_error_raised(
+    names: Names, admin_driver: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = names.service()
+    service = names.role("mp_service", "LOGIN")
+    limited = names.role("mp_limited", "LOGIN CREATEROLE CREATEDB NOINHERIT")
+    # A member of the service role may create a database it owns; without inheriting the
+    # owner's rights it cannot grant CONNECT on it once it exists, nor drop it again.
+    names.execute(f'GRANT "{service}" TO "{limited}"')
+    url = names.url(username=limited, driver=admin_driver)
+    with pytest.raises(PermissionDeniedError, match=f"Could not grant CONNECT on {name}_db to {name}_ro"):
+        provision(name, username=service, read_only_role=True, admin_url=url)
+    assert f"could not all be dropped: Could not drop database {name}_db" in caplog.text
+    # Best effort: what it could not drop is named in the warning (the fixture drops it here).
+    assert names.existing() == ({service, limited, f"{name}_ro"}, {f"{name}_db"})

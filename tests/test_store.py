@@ -5,6 +5,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from microcosm_postgres.context import SessionContext, transaction
@@ -330,3 +331,61 @@ def test_query_hook_narrows_every_operation(graph: Any, context: SessionContext)
     with pytest.raises(ModelNotFoundError), transaction():
         public.delete(hidden.id)
     assert graph.company_store.count() == 2
+
+
+def test_upsert_many_of_nothing_sends_no_statement(gadgets: Store[Any], statement_verbs: list[str]) -> None:
+    assert gadgets.upsert_many([], on=["name"]) == []
+    assert statement_verbs == []
+
+
+class SizedGadgets(Store[Any]):
+    """A 3.x-style store that narrows every retrieve by overriding the `_retrieve` hook."""
+
+    def _retrieve(self, *criteria: Any) -> Any:
+        return super()._retrieve(self.model_class.size > 0, *criteria)
+
+
+def test_an_overridden_retrieve_hook_is_used(graph: Any, context: SessionContext) -> None:
+    sized = SizedGadgets(graph, Gadget)
+    with transaction():
+        empty = sized.create(Gadget(name="empty", size=0))
+        full = sized.create(Gadget(name="full", size=2))
+    assert sized.retrieve(full.id) is full
+    with pytest.raises(ModelNotFoundError, match="^Gadget not found$"):
+        sized.retrieve(empty.id)
+    with pytest.raises(ModelNotFoundError):
+        sized.retrieve(full.id, Gadget.name == "other")
+    # A locking read builds on `_query`, not on the hook (documented on `retrieve`).
+    with transaction():
+        assert sized.retrieve(empty.id, for_update=True) is empty
+
+
+def test_a_locking_read_with_criteria_locks_the_row(
+    gadgets: Store[Any], context: SessionContext, statements: list[str]
+) -> None:
+    with transaction():
+        gadget = gadgets.create(gadgets.model_class(name="a", size=1))
+        statements.clear()
+        assert gadgets.retrieve(gadget.id, gadgets.model_class.size == 1, for_update=True) is gadget
+        with pytest.raises(ModelNotFoundError):
+            gadgets.retrieve(gadget.id, gadgets.model_class.size == 2, for_update="nowait")
+    selects = [statement for statement in statements if statement.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2
+    assert selects[0].rstrip().endswith("FOR UPDATE")
+    assert selects[1].rstrip().endswith("FOR UPDATE NOWAIT")
+
+
+def test_a_block_whose_own_flush_failed_refuses_store_calls(gadgets: Store[Any], context: SessionContext) -> None:
+    session = SessionContext.session
+    with pytest.raises(PersistenceError), transaction():
+        session.add_all([gadgets.model_class(name="twin"), gadgets.model_class(name="twin")])
+        with pytest.raises(sa_exc.IntegrityError):
+            session.flush()  # the service's own flush, not the store's
+        with pytest.raises(TransactionAbortedError, match="already aborted") as write:
+            gadgets.create(gadgets.model_class(name="other"))
+        with pytest.raises(TransactionAbortedError, match="already aborted") as read:
+            gadgets.count()
+    # The write is refused before it touches the session; the read meets SQLAlchemy's refusal.
+    assert write.value.__cause__ is None
+    assert isinstance(read.value.__cause__, sa_exc.PendingRollbackError)
+    assert committed(gadgets.graph, gadgets.model_class.__tablename__) == []

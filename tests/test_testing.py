@@ -18,7 +18,12 @@ from sqlalchemy.pool import NullPool
 
 from microcosm_postgres.errors import DatabaseUnavailableError, sqlstate_of
 from microcosm_postgres.provision import admin_url_for, provision
-from microcosm_postgres.testing.server import ServerNotAvailableError, TemporaryServer, is_listening
+from microcosm_postgres.testing.server import (
+    ServerNotAvailableError,
+    TemporaryServer,
+    is_listening,
+    is_throwaway_server,
+)
 from tests.conftest import RUN_ID, make_graph, run_database
 
 INI = """
@@ -275,6 +280,8 @@ def test_throwaway_server_directly() -> None:
     assert not server.directory.exists()
     assert not is_listening(server.host, server.port)
     server.stop()  # idempotent
+    with pytest.raises(ServerNotAvailableError, match="only a running server started from PostgreSQL's binaries"):
+        server.restart()
 
 
 def test_server_mode_from_the_environment_is_validated(
@@ -295,6 +302,8 @@ def test_throwaway_server_from_the_pgserver_wheel() -> None:
     server = TemporaryServer.start(prefer="pgserver")
     try:
         assert server.source == "the pgserver package"
+        with pytest.raises(ServerNotAvailableError, match="Cannot restart"):
+            server.restart()
         engine = create_engine(server.admin_url, poolclass=NullPool)
         with engine.connect() as connection:
             assert connection.execute(text("SELECT current_setting('fsync')")).scalar() == "off"
@@ -384,3 +393,38 @@ def test_configured_server_not_answering_says_so(project: pytest.Pytester, monke
     output = result.stdout.str() + result.stderr.str()
     assert f"No PostgreSQL server answered at {host}:1" in output
     assert "createdb" not in output
+
+
+def test_is_listening_on_a_socket_directory() -> None:
+    import socket
+
+    with tempfile.TemporaryDirectory() as directory:
+        assert not is_listening(directory, 5999)
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(Path(directory) / ".s.PGSQL.5999"))
+            listener.listen(1)
+            assert is_listening(directory, 5999)
+            assert not is_listening(directory, 5998)
+
+
+def test_an_unknown_host_or_port_is_never_a_throwaway_server() -> None:
+    assert not is_throwaway_server(None, 5432)
+    assert not is_throwaway_server("127.0.0.1", None)
+
+
+def test_a_server_group_of_no_servers_is_refused() -> None:
+    from microcosm_postgres.testing.topology import ServerGroup
+
+    with pytest.raises(ValueError, match="at least one server"):
+        ServerGroup.start(0)
+
+
+def test_topologies_without_server_binaries_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from microcosm_postgres.testing import topology
+    from microcosm_postgres.testing.topology import ReplicationTopology, ServerGroup
+
+    monkeypatch.setattr(topology, "find_binaries", lambda: None)
+    with pytest.raises(ServerNotAvailableError, match="pg_basebackup.*apt-get install postgresql"):
+        ReplicationTopology.start()
+    with pytest.raises(ServerNotAvailableError, match="initdb, pg_ctl.*apt-get install postgresql"):
+        ServerGroup.start(2)
