@@ -26,6 +26,7 @@ from microcosm_postgres import shards as shard_helpers
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import (
     AuthenticationFailedError,
+    DatabaseMissingError,
     DatabaseUnavailableError,
     MigrationsBehindError,
     ShardChangeError,
@@ -587,6 +588,22 @@ def test_a_refused_login_on_a_shard_names_the_shards_keys(servers: ServerGroup) 
             assert "wrong-password-1e7" not in message
         finally:
             dispose(graph)
+
+
+def test_a_missing_database_on_a_shard_names_the_shards_keys(servers: ServerGroup) -> None:
+    config = shard_config(servers)
+    config["west"]["postgres"]["database_name"] = "shards_no_such_db_5e1"
+    config["west"]["postgres"]["engine_retries"] = 3
+    graph = sharded_graph(servers, shards=config)
+    try:
+        with SessionContext(graph, shard="west"), pytest.raises(DatabaseMissingError) as raised:
+            graph.company_store.count()
+        message = str(raised.value)
+        assert "shards.west.postgres.database_name" in message
+        assert "'shards_no_such_db_5e1'" in message
+        assert "provision" in message
+    finally:
+        dispose(graph)
 
 
 def test_shard_names_are_checked(servers: ServerGroup, caplog: pytest.LogCaptureFixture) -> None:

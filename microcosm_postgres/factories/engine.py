@@ -16,7 +16,8 @@ Disconnects: a pooled connection whose server side has gone away (restart,
 round trip, and replaced; a connection that is already closed when it is first checked
 out means the server is dropping us, and gives `DatabaseUnavailableError`. A refused
 connection is retried `engine_retries` times, `engine_retry_interval` ms apart, except
-a refused login (`AuthenticationFailedError`): retrying cannot fix a password. A
+a refused login (`AuthenticationFailedError`) or a missing database (`DatabaseMissingError`):
+retrying cannot fix a password or create a database. A
 statement is never replayed on a new connection inside a transaction: the
 transaction's earlier statements died with the old one, so the caller gets
 `DatabaseUnavailableError` and runs the transaction again.
@@ -673,9 +674,9 @@ def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: floa
     No new attempt starts once `budget` seconds (connect_timeout) have passed since
     the first, so a health check against a host that drops packets fails in about
     twice connect_timeout, not `retries` times it. A refused login is not retried: it
-    raises `AuthenticationFailedError` at once (see `errors.connect_error`). Other
-    connection failures carry no SQLSTATE on either driver, so they are all retried
-    (a wrong database name therefore fails after the retries rather than at once). The
+    raises `AuthenticationFailedError` at once (see `errors.connect_error`), and neither
+    is a missing database (`DatabaseMissingError`, naming `key.database_name`). Other
+    connection failures carry no SQLSTATE on either driver, so they are all retried. The
     last failure is raised as its typed error, naming host, port, database and the
     configuration keys `key.*` to check.
 
