@@ -113,3 +113,23 @@ def test_a_bad_shard_value_fails_only_that_shard(example_databases: Any) -> None
     finally:
         for engine in engines.values():
             engine.dispose()
+
+
+@pytest.mark.parametrize("key", ["PGBOUNCER", "ALLOW_DESTRUCTIVE", "ECHO"])
+def test_a_bad_top_level_boolean_is_the_same_typed_error(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv(f"EXAMPLE__POSTGRES__{key}", "maybe")
+    with pytest.raises(InvalidConfigurationError) as raised:
+        create_object_graph(name="example", testing=True, loader=load_from_environ)
+    name = f"postgres.{key.lower()}"
+    assert raised.value.key == name
+    assert f"{name} is 'maybe', which is not a boolean: use true or false" in str(raised.value)
+    assert "Missing required" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("False", False), ("1", True), ("", False)])
+def test_top_level_booleans_still_read_the_usual_spellings(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("EXAMPLE__POSTGRES__ALLOW_DESTRUCTIVE", value)
+    graph = create_object_graph(name="example", testing=True, loader=load_from_environ)
+    assert graph.config.postgres.allow_destructive is expected
