@@ -336,8 +336,9 @@ def test_destructive_helpers_refuse_a_shard_that_is_not_a_test_database(
     config["prod"] = {"postgres": {"host": "127.0.0.1", "port": _free_port(), "database_name": "example_db"}}
     unsafe = sharded_graph(servers, shards=config)
     try:
-        with pytest.raises(UnsafeOperationError):
+        with pytest.raises(UnsafeOperationError) as raised:
             shard_helpers.recreate_all(unsafe)
+        assert "set shards.prod.postgres.allow_destructive = true" in str(raised.value)  # the shard's own key
     finally:
         dispose(unsafe)
     # Nothing was touched on the other shards either.
@@ -527,7 +528,9 @@ def test_migrate_runs_the_shared_routed_engine_once_with_global(
         assert "shard 'global', engine 'secret':" in out
         monkeypatch.setenv("SHARD", "east")
         migrate.main(graph, "--raiseerr", "current")
-        assert "secret" not in capsys.readouterr().out  # shared: left to global
+        east_out = capsys.readouterr().out
+        assert "secret" not in east_out  # shared: left to global
+        assert "shard 'east', engine 'postgres':" in east_out  # one target, still labelled
         with pytest.raises(MissingEngineMigrationsError) as raised:
             migrate.main(graph, "--raiseerr", "current", "--engine", "secret")
         assert "SHARD=global" in str(raised.value)
