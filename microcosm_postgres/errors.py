@@ -37,6 +37,7 @@ __all__ = [
     "AuthenticationFailedError",
     "CommitOutcomeUnknownError",
     "CrossEngineTransactionError",
+    "DatabaseMissingError",
     "DatabaseUnavailableError",
     "DuplicateModelError",
     "InvalidConfigurationError",
@@ -233,6 +234,19 @@ class AuthenticationFailedError(DatabaseUnavailableError):
     default_message = "The database server refused the credentials."
 
 
+class DatabaseMissingError(DatabaseUnavailableError):
+    """The server is reachable but has no database of the configured name (3D000) (503, not retryable).
+
+    Retrying cannot create it: create the database (`python -m microcosm_postgres provision
+    ...`), or fix `postgres.database_name`. The message names host:port, the database and
+    the engine's own configuration keys.
+
+    """
+
+    retryable = False
+    default_message = "The database does not exist on the server."
+
+
 class PermissionDeniedError(PersistenceError):
     """The role lacks a privilege the statement needs (42501) (500).
 
@@ -425,7 +439,8 @@ class Translation:
     `server` (": relation \"x\" already exists", the server's primary message, for the
     rows where it names an object; "" when unknown) and
     `key` (the engine's configuration section: `postgres`, `shards.east.postgres`,
-    `secret.postgres`). Row values never reach a template.
+    `secret.postgres`), `on` (" at host:port" or "") and `named` (" 'd'", the database,
+    or ""). Row values never reach a template.
 
     """
 
@@ -459,6 +474,11 @@ _CREDENTIALS = Translation(
     AuthenticationFailedError,
     "The server refused the credentials{target} (SQLSTATE {sqlstate}). Check {key}.username "
     "and {key}.password (and the server's pg_hba.conf); retrying will not help.",
+)
+_DATABASE_MISSING = Translation(
+    DatabaseMissingError,
+    "The server{on} has no database{named} (SQLSTATE 3D000). Create it "
+    "(`python -m microcosm_postgres provision ...`), or fix {key}.database_name; retrying will not help.",
 )
 
 #: Fault -> error class and message. Keys are SQLSTATEs (PostgreSQL's "Appendix A. Error
@@ -540,6 +560,8 @@ TRANSLATIONS: Mapping[str, Translation] = MappingProxyType(
             "or no pg_hba.conf entry). Check {key}.username and "
             "{key}.password (and the server's pg_hba.conf); retrying will not help.",
         ),
+        "3D000": _DATABASE_MISSING,  # invalid_catalog_name
+        "database missing": _DATABASE_MISSING,
         "08": Translation(  # the whole connection_exception class
             DatabaseUnavailableError,
             "The connection to the database{at} failed (SQLSTATE {sqlstate})" + _UNAVAILABLE,
@@ -627,6 +649,23 @@ _LOGIN_REFUSED = re.compile(
 )
 
 
+# What the server (postinit.c) says when the database asked for is not there.
+_DATABASE_MISSING_TEXT = re.compile(r'database ".*" does not exist')
+
+
+def _missing_database(orig: BaseException) -> bool:
+    """Whether a connect failure is the server saying the database does not exist (3D000).
+
+    Like `_refused_login`, text is the only signal at connect time on psycopg2 (and the
+    English phrase the only one read); a SQLSTATE, when the driver gives one, wins.
+
+    """
+    sqlstate = sqlstate_of(orig)
+    if sqlstate is not None:
+        return sqlstate == "3D000"
+    return _DATABASE_MISSING_TEXT.search(str(orig)) is not None
+
+
 def _refused_login(orig: BaseException) -> bool:
     """Whether a connect failure is the server (or libpq) refusing the login.
 
@@ -674,6 +713,8 @@ def fault_of(error: BaseException) -> str | None:
                 return key
     names = _class_names(orig)
     if sqlstate is None and names & {"OperationalError", "InterfaceError"}:
+        if _missing_database(orig):
+            return "database missing"
         return "login refused" if _refused_login(orig) else "connection failed"
     if (sqlstate is None and "DataError" in names) or (
         isinstance(error, sa_exc.StatementError) and isinstance(orig, (ValueError, TypeError))
@@ -708,6 +749,8 @@ def make_error(fault: str, **fields: object) -> PersistenceError:
     values.update({key: value for key, value in fields.items() if value is not None})
     values["target"] = _target(fields)
     values["at"] = _at(fields)
+    values["on"] = _on(fields)
+    values["named"] = f" {str(fields['database'])!r}" if fields.get("database") else ""
     attribute = {key: fields.get(key) for key in ("sqlstate", "constraint", "table")}
     error = row.error_class(
         row.template.format_map(values),
@@ -727,6 +770,14 @@ def _target(fields: Mapping[str, object]) -> str:
     if host:
         target += f" on {host}:{port}" if port else f" on {host}"
     return target
+
+
+def _on(fields: Mapping[str, object]) -> str:
+    """The server (` at host:port`), from what `fields` knows."""
+    host, port = fields.get("host"), fields.get("port")
+    if not host:
+        return ""
+    return f" at {host}:{port}" if port else f" at {host}"
 
 
 def _at(fields: Mapping[str, object]) -> str:
@@ -816,7 +867,9 @@ def connect_error(
     fault = fault_of(error)
     if fault is None:
         return None
-    if fault in ("28P01", "28000", "login refused", "connection failed") or fault.startswith("08"):
+    if fault in ("28P01", "28000", "login refused", "connection failed", "3D000", "database missing") or (
+        fault.startswith("08")
+    ):
         return make_error(
             fault, user=user, host=host, port=port, database=database, key=key, sqlstate=sqlstate_of(error)
         )

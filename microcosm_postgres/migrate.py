@@ -362,7 +362,8 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
 
     Database commands run on every engine with a history (`postgres`, then each routed
     engine) and on every shard (`global` first; `SHARD` limits them to one); when there
-    is more than one, a line `shard '<name>', engine '<name>':` precedes each one's output.
+    is more than one, or the one is not `global`'s `postgres` (`SHARD=east`), a line
+    `shard '<name>', engine '<name>':` precedes each one's output.
     `--engine NAME` (anywhere in the arguments) limits a command to that engine's history.
     `revision` and the other script commands run once (see the module).
 
@@ -409,7 +410,7 @@ def main(graph: GraphLike, *args: str, model_cls: HasMetadata = Model) -> None:
             configs = [make_config(target, model_cls, cmd_opts=options, engine=name) for target, name in targets]
             for (target, name), config in zip(targets, configs, strict=True):
                 where = config.attributes[ENGINE]
-                if len(targets) > 1:
+                if len(targets) > 1 or shard_of(target) != GLOBAL_SHARD_NAME or name != DEFAULT_ENGINE:
                     print(f"shard {shard_of(target)!r}, engine {name!r}:", file=sys.stdout, flush=True)
                 cli.run_cmd(config, options)
     except (CommandError, PersistenceError) as error:

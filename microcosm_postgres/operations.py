@@ -93,7 +93,12 @@ def engine_tables(graph: GraphLike, metadata: MetaData) -> list[EngineTables]:
 
 
 def require_test_database(
-    engine: Engine, *, service: str | None = None, allow_destructive: bool = False, action: str = "destroy data"
+    engine: Engine,
+    *,
+    service: str | None = None,
+    allow_destructive: bool = False,
+    action: str = "destroy data",
+    key: str = "postgres",
 ) -> None:
     """Check that `engine`'s database may lose its data; no SQL is sent.
 
@@ -101,6 +106,8 @@ def require_test_database(
         service: the service whose test naming convention applies (None: any service's).
         allow_destructive: the caller's explicit opt-in for any database.
         action: what is about to happen, for the message ("drop tables", ...).
+        key: the engine's configuration section, named in the message
+            (`shards.east.postgres.allow_destructive`).
 
     Raises:
         UnsafeOperationError: when the database is neither named as a test database nor on
@@ -120,7 +127,7 @@ def require_test_database(
         f"Refused to {action} in database {database!r} on {url.host}:{url.port or 5432}: it is not a test "
         f"database (its name does not follow {convention}, and it is not on a throwaway server started by "
         "microcosm-postgres). If its data may really be destroyed, opt in explicitly: set "
-        "postgres.allow_destructive = true in the config, or run pytest with --postgres-allow-destructive."
+        f"{key}.allow_destructive = true in the config, or run pytest with --postgres-allow-destructive."
     )
 
 
@@ -132,12 +139,17 @@ def require_test_graph(graph: GraphLike, *, action: str = "destroy data") -> Non
             config does not opt in.
 
     """
+    from microcosm_postgres.constants import GLOBAL_SHARD_NAME
+    from microcosm_postgres.sharded_subgraph import shard_of  # imports operations' users: not at module level
+
     graph = as_graph(graph)
+    shard = shard_of(graph)
     require_test_database(
         graph.postgres,
         service=graph.metadata.name,
         allow_destructive=bool(graph.config["postgres"].get("allow_destructive")),
         action=action,
+        key="postgres" if shard == GLOBAL_SHARD_NAME else f"shards.{shard}.postgres",
     )
 
 
@@ -275,7 +287,13 @@ def _require_routed_test_database(graph: Graph, engine: Engine, *, action: str) 
     allow = bool(graph.config["postgres"].get("allow_destructive")) or any(
         bool(section.get("allow_destructive")) for section in sections
     )
-    require_test_database(engine, service=graph.metadata.name, allow_destructive=allow, action=action)
+    require_test_database(
+        engine,
+        service=graph.metadata.name,
+        allow_destructive=allow,
+        action=action,
+        key=f"{names[0]}.postgres" if names else "postgres",
+    )
 
 
 # Tables holding more rows than this are TRUNCATEd by reset_all; smaller ones are

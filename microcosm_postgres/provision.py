@@ -58,6 +58,7 @@ __all__ = [
     "ProvisionResult",
     "admin_url_for",
     "clone_database",
+    "drop_database",
     "main",
     "provision",
     "scram_sha_256_verifier",
@@ -617,6 +618,26 @@ def clone_database(admin_url: URL, source: str, target: str, owner: str) -> bool
             _create_database(connection, target, owner, result)
         except SQLAlchemyError as error:
             raise _refused(error, f"create database {target}") from error
+        return True
+
+
+def drop_database(admin_url: URL, database: str) -> bool:
+    """Drop `database` (closing its connections) through `admin_url`; True if it existed.
+
+    Meant for the copies `clone_database` made (the pytest plugin's per-worker copies).
+
+    Raises:
+        InvalidNameError: when `database` is longer than PostgreSQL's 63-byte limit.
+        PersistenceError: when the drop fails (the role does not own it, ...).
+
+    """
+    naming.check_identifier(database, what="database name")
+    with _admin(admin_url) as connection:
+        if not _database_exists(connection, database):
+            return False
+        quoted = _identifier(connection, database)
+        _run(connection, f"DROP DATABASE {quoted} WITH (FORCE)", f"drop database {database}")
+        logger.info("dropped database %s", database)
         return True
 
 

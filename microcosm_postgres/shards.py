@@ -101,7 +101,7 @@ def migrate_command(graph: GraphLike, *args: str, model_cls: HasMetadata = Model
 
 def _report(failures: dict[str, PersistenceError], answers: dict[str, str]) -> PersistenceError:
     first = next(iter(failures.values()))
-    failed = "; ".join(f"shard {name!r}: {error}" for name, error in failures.items())
+    failed = "; ".join(f"shard {name!r}: {str(error).rstrip('.')}" for name, error in failures.items())
     fine = "; ".join(f"shard {name!r}: {answer}" for name, answer in answers.items())
     error = type(first)(f"{failed}{f' (and {fine})' if fine else ''}", sqlstate=first.sqlstate)
     error.fault = first.fault

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from microcosm_postgres.context import SessionContext, transaction
-from microcosm_postgres.errors import AuthenticationFailedError, DatabaseUnavailableError, translating
+from microcosm_postgres.errors import (
+    AuthenticationFailedError,
+    DatabaseMissingError,
+    DatabaseUnavailableError,
+    translating,
+)
 from tests.conftest import make_graph
 from tests.scram import ScramServer, scram_server_running
 
@@ -121,3 +127,26 @@ def test_refused_login_outside_the_engine_is_typed_too(scram_server: ScramServer
     assert "?" not in str(raised.value)
     assert secret not in str(raised.value)
     assert not raised.value.retryable
+
+
+def test_a_missing_database_is_typed_at_once_not_retried() -> None:
+    """FATAL: database "x" does not exist (3D000, no SQLSTATE at connect on psycopg2): no retries."""
+    missing = f"errors_missing_{uuid.uuid4().hex[:12]}"
+    graph = make_graph(database_name=missing, engine_retries=5, engine_retry_interval=1)
+    engine = graph.postgres
+    calls = _count_connects(engine)
+    try:
+        with pytest.raises(DatabaseMissingError) as raised:
+            engine.connect()
+    finally:
+        engine.dispose()
+    error = raised.value
+    assert len(calls) == 1  # no retry
+    assert not error.retryable
+    assert error.status_code == 503
+    assert isinstance(error, DatabaseUnavailableError)
+    message = str(error)
+    url = engine.url
+    for part in (f"{url.host}:{url.port}", repr(missing), "postgres.database_name", "microcosm_postgres provision"):
+        assert_that(message, contains_string(part))
+    assert "unreachable" not in message

@@ -183,6 +183,14 @@ def _login_refused(lab: Lab) -> None:
         graph.postgres.dispose()
 
 
+def _database_missing(lab: Lab) -> None:
+    graph = make_graph(database_name=_unique("errors_no_such_db"), engine_retries=0)
+    try:
+        graph.postgres.connect()
+    finally:
+        graph.postgres.dispose()
+
+
 def _connection_lost(lab: Lab) -> None:
     with lab.engine.connect() as victim, lab.engine.connect() as killer:
         pid = victim.execute(text("SELECT pg_backend_pid()")).scalar()
@@ -297,6 +305,8 @@ PROVOKERS: dict[str, Callable[[Lab], None]] = {
     "28P01": _raised("28P01"),
     "28000": _raised("28000"),
     "login refused": _login_refused,
+    "3D000": _raised("3D000"),
+    "database missing": _database_missing,
     "08": _raised("08006"),
     "57P01": _raised("57P01"),
     "57P02": _raised("57P02"),

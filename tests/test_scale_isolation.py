@@ -21,9 +21,11 @@ from sqlalchemy.pool import NullPool
 from microcosm_postgres import shards as shard_helpers
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.example import Company, ExampleGraph
+from microcosm_postgres.provision import provision
 from microcosm_postgres.store import Store
 from microcosm_postgres.testing.database import PostgresServer, ensure_test_database
 from microcosm_postgres.testing.isolation import committed, isolated
+from microcosm_postgres.testing.topology import ServerGroup
 from tests.conftest import database_in_use, run_database
 from tests.test_scale_routing import ScaleSecret
 from tests.test_testing import INI
@@ -154,3 +156,33 @@ def test_the_plugin_sets_up_shard_databases_on_its_server_and_isolates_them(
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     used = f"{database}_{worker}" if worker else database
     assert count(server, used, "company") == 0
+
+
+def test_under_xdist_a_shard_on_another_server_gets_each_workers_copy_there(
+    pytester: pytest.Pytester, server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shard inherits `postgres.database_name`, which each worker points at its own copy
+    (`{database}_gw0`): the plugin makes that copy on the shard's server too, and drops it."""
+    database = run_database("plug_far")  # the main database on the plugin's server, and the shard's
+    with ServerGroup.start(1) as group:
+        other = group.servers[0]
+        provision("example", testing=True, database_name=database, admin_url=other.admin_url)
+        admin = create_engine(other.admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql("ALTER ROLE example CREATEDB")
+            monkeypatch.setenv("EXAMPLE__POSTGRES__DATABASE_NAME", database)
+            monkeypatch.setenv("EXAMPLE__SHARDS__EAST__POSTGRES__HOST", other.host)
+            monkeypatch.setenv("EXAMPLE__SHARDS__EAST__POSTGRES__PORT", str(other.port))
+            pytester.makeini(INI)
+            pytester.makepyfile(test_shard_project=SHARD_PROJECT.replace("def test_sees_nothing", "def _unordered"))
+            result = pytester.runpytest_subprocess("--postgres-server", "configured", "-p", "no:randomly", "-n", "2")
+            result.assert_outcomes(passed=1)
+            with admin.connect() as connection:
+                left = connection.execute(
+                    text("SELECT datname FROM pg_database WHERE starts_with(datname, :name) ORDER BY 1"),
+                    {"name": database},
+                ).scalars()
+                assert list(left) == [database]  # the workers' copies were dropped
+        finally:
+            admin.dispose()

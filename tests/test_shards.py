@@ -26,6 +26,7 @@ from microcosm_postgres import shards as shard_helpers
 from microcosm_postgres.context import SessionContext, transaction
 from microcosm_postgres.errors import (
     AuthenticationFailedError,
+    DatabaseMissingError,
     DatabaseUnavailableError,
     MigrationsBehindError,
     ShardChangeError,
@@ -335,8 +336,9 @@ def test_destructive_helpers_refuse_a_shard_that_is_not_a_test_database(
     config["prod"] = {"postgres": {"host": "127.0.0.1", "port": _free_port(), "database_name": "example_db"}}
     unsafe = sharded_graph(servers, shards=config)
     try:
-        with pytest.raises(UnsafeOperationError):
+        with pytest.raises(UnsafeOperationError) as raised:
             shard_helpers.recreate_all(unsafe)
+        assert "set shards.prod.postgres.allow_destructive = true" in str(raised.value)  # the shard's own key
     finally:
         dispose(unsafe)
     # Nothing was touched on the other shards either.
@@ -526,7 +528,9 @@ def test_migrate_runs_the_shared_routed_engine_once_with_global(
         assert "shard 'global', engine 'secret':" in out
         monkeypatch.setenv("SHARD", "east")
         migrate.main(graph, "--raiseerr", "current")
-        assert "secret" not in capsys.readouterr().out  # shared: left to global
+        east_out = capsys.readouterr().out
+        assert "secret" not in east_out  # shared: left to global
+        assert "shard 'east', engine 'postgres':" in east_out  # one target, still labelled
         with pytest.raises(MissingEngineMigrationsError) as raised:
             migrate.main(graph, "--raiseerr", "current", "--engine", "secret")
         assert "SHARD=global" in str(raised.value)
@@ -587,6 +591,22 @@ def test_a_refused_login_on_a_shard_names_the_shards_keys(servers: ServerGroup) 
             assert "wrong-password-1e7" not in message
         finally:
             dispose(graph)
+
+
+def test_a_missing_database_on_a_shard_names_the_shards_keys(servers: ServerGroup) -> None:
+    config = shard_config(servers)
+    config["west"]["postgres"]["database_name"] = "shards_no_such_db_5e1"
+    config["west"]["postgres"]["engine_retries"] = 3
+    graph = sharded_graph(servers, shards=config)
+    try:
+        with SessionContext(graph, shard="west"), pytest.raises(DatabaseMissingError) as raised:
+            graph.company_store.count()
+        message = str(raised.value)
+        assert "shards.west.postgres.database_name" in message
+        assert "'shards_no_such_db_5e1'" in message
+        assert "provision" in message
+    finally:
+        dispose(graph)
 
 
 def test_shard_names_are_checked(servers: ServerGroup, caplog: pytest.LogCaptureFixture) -> None:

@@ -16,7 +16,8 @@ Disconnects: a pooled connection whose server side has gone away (restart,
 round trip, and replaced; a connection that is already closed when it is first checked
 out means the server is dropping us, and gives `DatabaseUnavailableError`. A refused
 connection is retried `engine_retries` times, `engine_retry_interval` ms apart, except
-a refused login (`AuthenticationFailedError`): retrying cannot fix a password. A
+a refused login (`AuthenticationFailedError`) or a missing database (`DatabaseMissingError`):
+retrying cannot fix a password or create a database. A
 statement is never replayed on a new connection inside a transaction: the
 transaction's earlier statements died with the old one, so the caller gets
 `DatabaseUnavailableError` and runs the transaction again.
@@ -146,6 +147,44 @@ class _Number:
         return number
 
 
+class _Boolean:
+    """The converter of a boolean setting: true/false (and microcosm's other spellings).
+
+    Like `_Number`: microcosm calls it for `postgres.*` (its own `bool` would turn a bad
+    value into "Missing required configuration"); `_settings` calls `convert` with the
+    full key for the sections microcosm does not type.
+
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.__name__ = "bool"
+
+    def __call__(self, value: object) -> bool:
+        return self.convert(value, key=f"postgres.{self.name}")
+
+    def convert(self, value: object, *, key: str) -> bool:
+        """`value` as a bool.
+
+        Raises:
+            InvalidConfigurationError: naming `key` and the value.
+
+        """
+        if isinstance(value, bool):
+            return value
+        try:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return boolean(value.strip())
+        except ValueError as error:
+            raise InvalidConfigurationError(
+                f"{key} is {value!r}, which is not a boolean: use true or false "
+                f"(e.g. the environment variable ending in __{key.upper().replace('.', '__')}).",
+                key=key,
+                value=value,
+            ) from error
+
+
 @defaults(  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
     # Server host name, address, or directory of a Unix socket; "h1:p1,h2:p2" for failover.
     host=typed(str, default_value="localhost"),
@@ -158,12 +197,12 @@ class _Number:
     # Password of that role; never logged, never shown in reprs or errors.
     password=typed(str, default_value=""),
     # Connect as the read-only role `{name}_ro` (when username is not set).
-    read_only=typed(bool, default_value=False),
+    read_only=typed(_Boolean("read_only"), default_value=False),
     # SQLAlchemy dialect+driver: `postgresql+psycopg2`, or `postgresql+psycopg` for psycopg 3;
     # 3.x's bare `postgresql` means `postgresql+psycopg2`.
     driver=typed(str, default_value="postgresql+psycopg2"),
     # Log every statement (SQLAlchemy's echo).
-    echo=typed(bool, default_value=False),
+    echo=typed(_Boolean("echo"), default_value=False),
     # Connections kept open in the pool.
     pool_size=typed(_Number(int, "pool_size", low=0), default_value=5),
     # Connections opened beyond pool_size under load, closed when returned.
@@ -173,11 +212,11 @@ class _Number:
     # Seconds after which a pooled connection is replaced; -1 never.
     pool_recycle=typed(_Number(int, "pool_recycle", low=-1), default_value=-1),
     # Send a round-trip ping on every checkout (the free socket probe runs regardless).
-    pool_pre_ping=typed(bool, default_value=False),
+    pool_pre_ping=typed(_Boolean("pool_pre_ping"), default_value=False),
     # Refuse to connect without SSL (sslmode=require).
-    require_ssl=typed(bool, default_value=False),
+    require_ssl=typed(_Boolean("require_ssl"), default_value=False),
     # Verify the server certificate and host name (sslmode=verify-full); needs ssl_cert_path.
-    verify_ssl=typed(bool, default_value=False),
+    verify_ssl=typed(_Boolean("verify_ssl"), default_value=False),
     # Root certificate file used by verify_ssl (libpq's sslrootcert).
     ssl_cert_path=typed(str, default_value=None),
     # Seconds libpq waits to establish a connection; also bounds all retries of one connect.
@@ -205,11 +244,11 @@ class _Number:
     # Admin connection URL for provisioning only (MICROCOSM_POSTGRES_ADMIN_URL wins); None: postgres@host:port.
     admin_url=typed(str, default_value=None),
     # Let drop/recreate/reset/truncate act on a database that is not a test database (see operations).
-    allow_destructive=typed(bool, default_value=False),
+    allow_destructive=typed(_Boolean("allow_destructive"), default_value=False),
     # Read replicas: "host[:port]" entries or URLs (a list, or one comma-separated string); see routing.
     replicas=typed(_address_list, default_value=()),
     # Connect through PgBouncer in transaction pooling mode (no session state; see make_engine).
-    pgbouncer=typed(bool, default_value=False),
+    pgbouncer=typed(_Boolean("pgbouncer"), default_value=False),
 )
 def configure_engine(graph: Graph) -> Engine:
     """Build the service's engine from `graph.config.postgres`.
@@ -268,17 +307,10 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
         InvalidConfigurationError: naming `key`, the value and what is expected.
 
     """
-    if isinstance(kind, _Number):
+    if isinstance(kind, (_Number, _Boolean)):
         return kind.convert(value, key=key)
     if not isinstance(value, str) or kind is str:
         return value
-    if kind is bool:
-        try:
-            return boolean(value)
-        except ValueError as error:
-            raise InvalidConfigurationError(
-                f"{key} is {value!r}, which is not a boolean: use true or false.", key=key, value=value
-            ) from error
     return kind(value)
 
 
@@ -673,9 +705,9 @@ def _retry_connects(engine: Engine, *, retries: int, interval: int, budget: floa
     No new attempt starts once `budget` seconds (connect_timeout) have passed since
     the first, so a health check against a host that drops packets fails in about
     twice connect_timeout, not `retries` times it. A refused login is not retried: it
-    raises `AuthenticationFailedError` at once (see `errors.connect_error`). Other
-    connection failures carry no SQLSTATE on either driver, so they are all retried
-    (a wrong database name therefore fails after the retries rather than at once). The
+    raises `AuthenticationFailedError` at once (see `errors.connect_error`), and neither
+    is a missing database (`DatabaseMissingError`, naming `key.database_name`). Other
+    connection failures carry no SQLSTATE on either driver, so they are all retried. The
     last failure is raised as its typed error, naming host, port, database and the
     configuration keys `key.*` to check.
 

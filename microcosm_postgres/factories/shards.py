@@ -37,18 +37,25 @@ The environment variable `SHARD` limits the shard helpers (`microcosm_postgres.s
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from microcosm.api import defaults, typed
+from microcosm.errors import ValidationError
 from sqlalchemy import Table
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Mapper, sessionmaker
 from sqlalchemy.sql.elements import ClauseElement
 
 from microcosm_postgres.constants import GLOBAL_SHARD_NAME, X_REQUEST_CLIENT_HEADER, X_REQUEST_SHARD_HEADER
-from microcosm_postgres.errors import ShardConfigurationError, ShardNotAllowedError, UnknownShardError
+from microcosm_postgres.errors import (
+    InvalidConfigurationError,
+    ShardConfigurationError,
+    ShardNotAllowedError,
+    UnknownShardError,
+)
 from microcosm_postgres.factories.engine import make_engine
 from microcosm_postgres.factories.routing import EngineRouter, Replicas, make_replicas, router_for
 from microcosm_postgres.factories.sessionmaker import RoutingSession, make_sessionmaker
@@ -60,6 +67,7 @@ __all__ = [
     "SHARD_VARIABLE",
     "ClientShard",
     "ShardRouter",
+    "ShardsWithFaults",
     "check_shard_name",
     "configure_client_shard",
     "configure_sessionmakers",
@@ -70,6 +78,10 @@ __all__ = [
     "shard_names",
     "shard_section",
 ]
+
+logger = logging.getLogger(__name__)
+
+_V = TypeVar("_V")
 
 #: The environment variable that limits the shard helpers to one shard.
 SHARD_VARIABLE = "SHARD"
@@ -221,6 +233,28 @@ def _check_distinct(graph: Graph, urls: Mapping[str, URL], routed: Mapping[str, 
                 )
 
 
+class ShardsWithFaults(dict[str, _V]):
+    """Shard name -> engine (or session factory), where a shard whose own configuration is
+    invalid is absent from the items and raises its `InvalidConfigurationError` (naming
+    `shards.<name>.postgres.<key>`) when looked up by name, so that one bad shard fails only
+    its own sessions and health report, never the other shards'.
+
+    Attributes:
+        faults: shard name -> the error its configuration raised.
+
+    """
+
+    def __init__(self, items: Mapping[str, _V], faults: Mapping[str, ValidationError]) -> None:
+        super().__init__(items)
+        self.faults: dict[str, ValidationError] = dict(faults)
+
+    def __missing__(self, name: str) -> _V:
+        fault = self.faults.get(name)
+        if fault is None:
+            raise KeyError(name)
+        raise fault
+
+
 @defaults()  # type: ignore[untyped-decorator]  # microcosm leaves it unannotated; it returns the function as is
 def configure_shards(graph: Graph) -> dict[str, Engine]:
     """Shard name -> engine: `global` is `graph.postgres`, each configured shard gets an
@@ -230,14 +264,21 @@ def configure_shards(graph: Graph) -> dict[str, Engine]:
         ShardConfigurationError: a shard named `global` or with an empty name, a shard
             without a `postgres` section, or two shards (or a shard and `postgres`, or a shard
             and a routed engine) on the same server and database.
-        InvalidConfigurationError: a shard's value of the wrong type or out of range, named
-            in full (`shards.east.postgres.port`).
-        microcosm.errors.ValidationError: a shard's settings are otherwise invalid (as for `postgres`).
+
+    A shard whose own values are invalid (of the wrong type or out of range) is not refused
+    here: looking it up (`graph.shards["west"]`, a session or health check on it) raises its
+    `InvalidConfigurationError`, named in full (`shards.west.postgres.port`), and the other
+    shards work (see `ShardsWithFaults`); it is logged when the component is made.
 
     """
     engines: dict[str, Engine] = {GLOBAL_SHARD_NAME: graph.postgres}
+    faults: dict[str, ValidationError] = {}
     for name in shard_names(graph)[1:]:
-        engines[name] = make_engine(graph.metadata, shard_section(graph, name), key=f"shards.{name}.postgres")
+        try:
+            engines[name] = make_engine(graph.metadata, shard_section(graph, name), key=f"shards.{name}.postgres")
+        except InvalidConfigurationError as error:
+            logger.error("shard %r is unusable: %s", name, error)
+            faults[name] = error
     routed: dict[str, Engine] = getattr(router_for(graph), "engines", {})
     try:
         _check_distinct(
@@ -250,7 +291,7 @@ def configure_shards(graph: Graph) -> dict[str, Engine]:
             if name != GLOBAL_SHARD_NAME:
                 engine.dispose()
         raise
-    return engines
+    return ShardsWithFaults(engines, faults)
 
 
 class ShardRouter:
@@ -315,7 +356,7 @@ def configure_sessionmakers(graph: Graph) -> dict[str, sessionmaker[RoutingSessi
             makers[name] = make_sessionmaker(
                 router, allow_cross_engine_writes=bool(config["allow_cross_engine_writes"]), shard=name
             )
-    return makers
+    return ShardsWithFaults(makers, getattr(getattr(graph, "shards", None), "faults", {}))
 
 
 class ClientShard:

@@ -43,7 +43,10 @@ usage error), rather than failing each test that uses it with the plugin's trace
 
 Under pytest-xdist each worker gets its own database, `{database}_{worker}`, copied
 from the first one as a template (and its own shard and routed databases on the plugin's
-server, `{database}_{worker}`, set through the environment).
+server, `{database}_{worker}`, set through the environment). A shard or routed engine on
+another server whose database is a test database gets its worker's copy there too, made
+from it with that engine's own configured credentials (its role needs CREATEDB and to own
+the database), and dropped at the end; when it cannot be made the run stops, saying why.
 
 At session start the plugin imports the service's modules (`microcosm_postgres_import`,
 else the module named like the service when one exists), so `graph.<name>_store` is bound
@@ -56,6 +59,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 from collections.abc import Iterator
 from typing import NoReturn
@@ -63,7 +67,7 @@ from typing import NoReturn
 import pytest
 from microcosm.api import create_object_graph
 from microcosm.errors import ValidationError
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 
 from microcosm_postgres.errors import PersistenceError, UnsafeOperationError
 from microcosm_postgres.factories.engine import database_name_for, username_for
@@ -72,7 +76,7 @@ from microcosm_postgres.factories.shards import shard_names
 from microcosm_postgres.graph import Graph, as_graph
 from microcosm_postgres.naming import is_test_database_name
 from microcosm_postgres.operations import drop_all, recreate_all, require_test_graph
-from microcosm_postgres.provision import clone_database
+from microcosm_postgres.provision import clone_database, drop_database
 from microcosm_postgres.sharded_subgraph import subgraph
 from microcosm_postgres.testing.database import (
     MODES,
@@ -94,6 +98,8 @@ __all__ = [
     "postgres_session_graph",
     "postgres_topology",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -260,9 +266,11 @@ def postgres_session_graph(
                 clone_database(postgres_server.admin_url, database, worker_database, owner)
                 patch.setenv(f"{env_prefix(name)}__POSTGRES__DATABASE_NAME", worker_database)
         graph = as_graph(create_object_graph(name=name, testing=True))
+        copies: list[tuple[URL, str]] = []  # per-worker copies made on other servers, dropped at the end
         try:
-            patch_names = _ensure_other_databases(graph, postgres_server, worker)
+            patch_names = _ensure_other_databases(graph, postgres_server, worker, copies)
         except (TestDatabaseError, PersistenceError, ValidationError) as error:
+            _drop_copies(copies)
             _stop(str(error))
         for variable, value in patch_names.items():
             patch.setenv(variable, value)
@@ -288,6 +296,7 @@ def postgres_session_graph(
                 shard.postgres.dispose()
             for engine in _routed(graph).values():
                 engine.dispose()
+            _drop_copies(copies)
 
 
 def _all_shards(graph: Graph) -> list[Graph]:
@@ -302,39 +311,96 @@ def _routed(graph: Graph) -> dict[str, Engine]:
     return dict(engines)
 
 
-def _ensure_other_databases(graph: Graph, server: PostgresServer, worker: str | None) -> dict[str, str]:
+def _ensure_other_databases(
+    graph: Graph, server: PostgresServer, worker: str | None, copies: list[tuple[URL, str]]
+) -> dict[str, str]:
     """Create the test databases of the shards and routed engines that live on the plugin's
     server (same host and port) and are named as test databases; under pytest-xdist, a copy
     per worker (`{database}_{worker}`). Returns the environment variables that point the
     graph at the workers' copies.
 
-    A shard or routed engine elsewhere, or not named as a test database, is left as it is:
-    its tables are still (re)created when it is a test database, and the run stops with
+    Under pytest-xdist, a shard or routed engine on another server whose database is a test
+    database gets its per-worker copy there too, made with its own configured credentials
+    (`_copy_elsewhere`); each copy made is appended to `copies`, to be dropped at the end.
+    Without xdist, a database elsewhere, or one not named as a test database, is left as it
+    is: its tables are still (re)created when it is a test database, and the run stops with
     `UnsafeOperationError`'s message otherwise.
+
+    Raises:
+        TestDatabaseError: when a per-worker copy on another server cannot be made.
 
     """
     name = graph.metadata.name
     prefix = env_prefix(name)
     wanted: list[tuple[str, str]] = []  # (database, the variable naming it)
     places = [
-        (sub.postgres.url, f"{prefix}__SHARDS__{shard.upper()}__POSTGRES__DATABASE_NAME")
+        (sub.postgres.url, f"{prefix}__SHARDS__{shard.upper()}__POSTGRES__DATABASE_NAME", f"shards.{shard}.postgres")
         for shard, sub in zip(shard_names(graph)[1:], _all_shards(graph)[1:], strict=True)
     ]
     places += [
-        (engine.url, f"{prefix}__{routed.upper()}__POSTGRES__DATABASE_NAME")
+        (engine.url, f"{prefix}__{routed.upper()}__POSTGRES__DATABASE_NAME", f"{routed}.postgres")
         for routed, engine in _routed(graph).items()
     ]
-    for url, variable in places:
+    variables = {}
+    for url, variable, key in places:
         database = url.database or ""
         on_server = (url.host or "") == server.host and (url.port or 5432) == server.port
-        if on_server and is_test_database_name(database, name) and database not in dict(wanted):
-            wanted.append((database, variable))
-    variables = {}
+        if not is_test_database_name(database, name):
+            continue
+        if on_server:
+            if database not in dict(wanted):
+                wanted.append((database, variable))
+        elif worker:
+            target = _copy_elsewhere(url, key, worker, copies)
+            if target != database:
+                variables[variable] = target
     for database, variable in wanted:
         if worker and not database.endswith(f"_{worker}"):
             database = variables[variable] = f"{database}_{worker}"
         ensure_test_database(name, server, database_name=database)
     return variables
+
+
+def _copy_elsewhere(url: URL, key: str, worker: str, copies: list[tuple[URL, str]]) -> str:
+    """Make the worker's copy of a test database on another server, connecting with the
+    engine's own configured credentials (to that server's `postgres` database); returns its name.
+
+    The source is the configured database (a shard that inherits `postgres.database_name`
+    already names the worker's copy, `{database}_{worker}`: its source is `{database}`).
+
+    Raises:
+        TestDatabaseError: when the copy cannot be made (the role may not create databases,
+            the source is missing, the server does not answer).
+
+    """
+    database = url.database or ""
+    suffix = f"_{worker}"
+    source, target = (
+        (database[: -len(suffix)], database) if database.endswith(suffix) else (database, database + suffix)
+    )
+    where = f"{url.host}:{url.port or 5432}"
+    maintenance = url.set(database="postgres")
+    try:
+        if clone_database(maintenance, source, target, str(url.username)):
+            copies.append((maintenance, target))
+    except PersistenceError as error:
+        raise TestDatabaseError(
+            f"Under pytest-xdist each worker needs its own copy of {key}'s database {source!r} on {where}: "
+            f"could not create {target!r} from it as {url.username!r} (the {key}.username/password configured) "
+            f"({error}). Give that role CREATEDB and ownership of {source!r}, create {target!r} yourself, "
+            "or run without -n."
+        ) from error
+    return target
+
+
+def _drop_copies(copies: list[tuple[URL, str]]) -> None:
+    """Drop the per-worker copies `_copy_elsewhere` made (best effort: a failure is warned about)."""
+    while copies:
+        url, database = copies.pop()
+        try:
+            drop_database(url, database)
+        except PersistenceError as error:
+            logger.warning("could not drop the per-worker copy %r on %s:%s: %s", database, url.host, url.port, error)
 
 
 @pytest.fixture
