@@ -26,8 +26,8 @@ from uuid import uuid4
 
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -65,6 +65,16 @@ def make_graph(**postgres: Any) -> ExampleGraph:
     """A testing graph for the example service, with `postgres` config overrides."""
     loader = load_each(load_from_environ, load_from_dict(postgres=postgres))
     return cast(ExampleGraph, create_object_graph(name="example", testing=True, loader=loader))
+
+
+def tables_on(url: URL, database: str) -> set[str]:
+    """The tables of `database` on the server of `url` (an admin URL), read on a connection of its own."""
+    engine = create_engine(url.set(database=database), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def checked_out(engine: Engine) -> int:

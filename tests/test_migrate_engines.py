@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 from microcosm.registry import Registry
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from microcosm_postgres import migrate
@@ -27,7 +27,7 @@ from microcosm_postgres.health import check_alembic, check_migrations
 from microcosm_postgres.migrate import MissingEngineMigrationsError
 from microcosm_postgres.operations import create_all, drop_all
 from microcosm_postgres.testing.database import PostgresServer, ensure_test_database
-from tests.conftest import run_database
+from tests.conftest import run_database, tables_on
 from tests.test_scale_routing import ScaleSecret
 
 MAIN_DATABASE = run_database("engines_main")
@@ -77,15 +77,6 @@ def graph(server: PostgresServer, directory: Path) -> Iterator[Graph]:
         engine.dispose()
 
 
-def tables(server: PostgresServer, database: str) -> set[str]:
-    engine = create_engine(server.admin_url.set(database=database), poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return set(inspect(connection).get_table_names())
-    finally:
-        engine.dispose()
-
-
 def version(server: PostgresServer, database: str) -> list[str]:
     engine = create_engine(server.admin_url.set(database=database), poolclass=NullPool)
     try:
@@ -125,10 +116,10 @@ def test_each_engine_keeps_its_own_history(
     assert main_head is not None
     assert secret_head is not None
     assert main_head != secret_head
-    assert "scale_secret" in tables(server, SECRET_DATABASE)
-    assert "company" not in tables(server, SECRET_DATABASE)
-    assert "company" in tables(server, MAIN_DATABASE)
-    assert "scale_secret" not in tables(server, MAIN_DATABASE)
+    assert "scale_secret" in tables_on(server.admin_url, SECRET_DATABASE)
+    assert "company" not in tables_on(server.admin_url, SECRET_DATABASE)
+    assert "company" in tables_on(server.admin_url, MAIN_DATABASE)
+    assert "scale_secret" not in tables_on(server.admin_url, MAIN_DATABASE)
     assert version(server, MAIN_DATABASE) == [main_head]
     assert version(server, SECRET_DATABASE) == [secret_head]
     assert check_alembic(graph) == main_head
@@ -144,15 +135,15 @@ def test_each_engine_keeps_its_own_history(
     assert secret_head in out
 
     migrate.main(graph, "--raiseerr", "downgrade", "--engine=secret", "base")
-    assert "scale_secret" not in tables(server, SECRET_DATABASE)
-    assert "company" in tables(server, MAIN_DATABASE)
+    assert "scale_secret" not in tables_on(server.admin_url, SECRET_DATABASE)
+    assert "company" in tables_on(server.admin_url, MAIN_DATABASE)
     assert check_alembic(graph, engine="secret") is None
     with pytest.raises(MigrationsBehindError) as behind:
         check_migrations(graph)
     assert "engine 'secret'" in str(behind.value)
 
     migrate.main(graph, "--raiseerr", "downgrade", "base")
-    assert "company" not in tables(server, MAIN_DATABASE)
+    assert "company" not in tables_on(server.admin_url, MAIN_DATABASE)
     migrate.upgrade(graph)
     assert check_alembic(graph, engine="secret") == secret_head
     assert check_alembic(graph) == main_head
@@ -168,7 +159,7 @@ def test_create_all_stamps_each_engine_with_its_head(graph: Graph, directory: Pa
     assert version(server, MAIN_DATABASE) == [migrate.head_revision(graph)]
     assert version(server, SECRET_DATABASE) == [migrate.head_revision(graph, engine="secret")]
     drop_all(graph)
-    assert "alembic_version" not in tables(server, SECRET_DATABASE)
+    assert "alembic_version" not in tables_on(server.admin_url, SECRET_DATABASE)
 
 
 def test_a_routed_engine_on_the_postgres_database_cannot_have_a_history(
@@ -193,10 +184,10 @@ def test_upgrade_checks_every_engine_before_running_any(graph: Graph, directory:
     with pytest.raises(MissingEngineMigrationsError) as raised:
         migrate.main(graph, "--raiseerr", "upgrade", "head")
     assert "secret" in str(raised.value)
-    assert "alembic_version" not in tables(server, MAIN_DATABASE)  # global was not upgraded first
+    assert "alembic_version" not in tables_on(server.admin_url, MAIN_DATABASE)  # global was not upgraded first
     with pytest.raises(MissingEngineMigrationsError):
         migrate.upgrade(graph)
-    assert "alembic_version" not in tables(server, MAIN_DATABASE)
+    assert "alembic_version" not in tables_on(server.admin_url, MAIN_DATABASE)
 
 
 def test_a_routed_engine_on_the_postgres_database_stops_upgrade_before_anything_runs(
@@ -210,7 +201,7 @@ def test_a_routed_engine_on_the_postgres_database_stops_upgrade_before_anything_
         with pytest.raises(MissingEngineMigrationsError) as raised:
             migrate.main(graph, "--raiseerr", "upgrade", "head")
         assert "same database" in str(raised.value)
-        assert "alembic_version" not in tables(server, MAIN_DATABASE)
+        assert "alembic_version" not in tables_on(server.admin_url, MAIN_DATABASE)
     finally:
         graph.postgres.dispose()
         getattr(router_for(graph), "engines", {})["secret"].dispose()  # drop_all connected through it

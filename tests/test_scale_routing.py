@@ -25,7 +25,7 @@ from microcosm_postgres.models import EntityMixin, Model
 from microcosm_postgres.operations import create_all, drop_all, recreate_all
 from microcosm_postgres.store import Store
 from microcosm_postgres.testing.database import PostgresServer, ensure_test_database
-from tests.conftest import database_in_use, run_database
+from tests.conftest import database_in_use, run_database, tables_on
 
 SECRET_DATABASE = run_database("scale_secret")
 
@@ -64,15 +64,6 @@ def secret_engine(graph: ExampleGraph) -> Engine:
     router = cast(Any, graph).model_engine_routing_strategy
     assert isinstance(router, ModelRouter)
     return router.engine("secret")
-
-
-def tables_in(server: PostgresServer, database: str) -> set[str]:
-    engine = create_engine(server.admin_url.set(database=database), poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return set(inspect(connection).get_table_names())
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +114,13 @@ def test_create_all_and_drop_all_act_on_every_routed_engine(
         connection.execute(text("DROP TABLE IF EXISTS scale_secret"))
     main.dispose()
     drop_all(graph)
-    assert "scale_secret" not in tables_in(secret_database, SECRET_DATABASE)
-    assert "company" not in tables_in(secret_database, database_in_use())
+    assert "scale_secret" not in tables_on(secret_database.admin_url, SECRET_DATABASE)
+    assert "company" not in tables_on(secret_database.admin_url, database_in_use())
     created = create_all(graph)
     assert "scale_secret" in created and "company" in created
-    assert "scale_secret" in tables_in(secret_database, SECRET_DATABASE)
-    assert "company" not in tables_in(secret_database, SECRET_DATABASE)
-    main_tables = tables_in(secret_database, database_in_use())
+    assert "scale_secret" in tables_on(secret_database.admin_url, SECRET_DATABASE)
+    assert "company" not in tables_on(secret_database.admin_url, SECRET_DATABASE)
+    main_tables = tables_on(secret_database.admin_url, database_in_use())
     assert {"company", "employee"} <= main_tables
     assert "scale_secret" not in main_tables
 

@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 from microcosm.api import create_object_graph, load_each, load_from_dict, load_from_environ
 from microcosm.registry import Registry
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
@@ -45,7 +45,7 @@ from microcosm_postgres.sharded_subgraph import ShardGraph, shard_of, subgraph, 
 from microcosm_postgres.store import Store
 from microcosm_postgres.testing.server import _free_port
 from microcosm_postgres.testing.topology import ServerGroup
-from tests.conftest import database_in_use, run_database
+from tests.conftest import database_in_use, run_database, tables_on
 from tests.scram import scram_server_running
 from tests.test_scale_routing import ScaleSecret
 
@@ -125,15 +125,6 @@ def rows_on(url: URL, database: str, sql: str) -> list[Any]:
     try:
         with engine.connect() as connection:
             return list(connection.execute(text(sql)).scalars())
-    finally:
-        engine.dispose()
-
-
-def tables_on(url: URL, database: str) -> set[str]:
-    engine = create_engine(url.set(database=database), poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return set(inspect(connection).get_table_names())
     finally:
         engine.dispose()
 
