@@ -95,10 +95,24 @@ def test_a_tenant_with_keys_is_stored_encrypted_and_read_decrypted(graph: Any) -
         assert encryptor.decrypt("client-a", ciphertext.ciphertext) == "Zoë's secret"
 
 
-def test_a_locked_graph_has_its_encryptor(graph: Any) -> None:
-    # A service uses its components and locks its graph; nothing asked for the encryptor,
-    # yet the first write encrypts (the sessionmaker built it at graph creation).
-    locked = encryption_graph()
+@pytest.mark.parametrize(
+    ("context_keys", "expected"),
+    [
+        # Tenants configured: nothing asked for the encryptor, yet the first write encrypts
+        # (the sessionmaker built it at graph creation).
+        ("client-a,client-b", ([("s1", "client-a", None, True)], 1)),
+        # Encryption switched off in one environment: the locked graph never built an
+        # encryptor, and needs none to write and read its rows in plaintext.
+        ("", ([("s1", "client-a", "locked", False)], 0)),
+    ],
+    ids=["tenants", "no-tenants"],
+)
+def test_a_locked_graph_writes_and_reads(
+    graph: Any, context_keys: str, expected: tuple[list[tuple[str, str, str | None, bool]], int]
+) -> None:
+    registry = dict(context_keys=context_keys, key_ids="a-1;a-2,b-1" if context_keys else "")
+    loader = load_each(load_from_environ, load_from_dict(multi_tenant_key_registry=registry))
+    locked: Any = create_object_graph(name="example", testing=True, loader=loader)
     locked.use("postgres", "sessionmaker")
     locked.lock()
     try:
@@ -109,25 +123,7 @@ def test_a_locked_graph_has_its_encryptor(graph: Any) -> None:
             assert store.search(name="s1")[0].value == "locked"
     finally:
         locked.postgres.dispose()
-    assert stored(graph) == ([("s1", "client-a", None, True)], 1)
-
-
-def test_a_locked_graph_without_tenants_keeps_plaintext(graph: Any) -> None:
-    # Encryption switched off in one environment (no context_keys): the locked graph never
-    # built an encryptor, and needs none to write and read its rows.
-    loader = load_each(load_from_environ, load_from_dict(multi_tenant_key_registry=dict(context_keys="")))
-    locked: Any = create_object_graph(name="example", testing=True, loader=loader)
-    locked.use("postgres", "sessionmaker")
-    locked.lock()
-    try:
-        store, _ = stores(locked)
-        with SessionContext(locked), transaction():
-            store.create(Secret(name="s1", client_id="client-a", value="off"))
-        with SessionContext(locked):
-            assert store.search(name="s1")[0].value == "off"
-    finally:
-        locked.postgres.dispose()
-    assert stored(graph) == ([("s1", "client-a", "off", False)], 0)
+    assert stored(graph) == expected
 
 
 def test_a_tenant_without_keys_keeps_its_plaintext(graph: Any) -> None:
