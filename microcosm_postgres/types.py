@@ -13,7 +13,18 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "EnumType",
     "Serial",
+    "enum_name",
 ]
+
+
+def enum_name(enum_class: type[Enum], value: object) -> str | None:
+    """The member name `value` stands for in `enum_class` (a member, or one of its names);
+    None when it is neither."""
+    if isinstance(value, enum_class):
+        return value.name
+    if isinstance(value, str) and value in enum_class.__members__:
+        return value
+    return None
 
 
 class EnumType(TypeDecorator[Enum]):
@@ -37,10 +48,9 @@ class EnumType(TypeDecorator[Enum]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         if value is None:
             return None
-        if isinstance(value, self.enum_class):
-            return value.name
-        if isinstance(value, str) and value in self.enum_class.__members__:
-            return value
+        name = enum_name(self.enum_class, value)
+        if name is not None:
+            return name
         raise ValueError(
             f"{value!r} is not a member of {self.enum_class.__name__}; "
             f"expected one of {sorted(self.enum_class.__members__)}."

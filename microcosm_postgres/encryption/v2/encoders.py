@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeEngine
 
 from microcosm_postgres.errors import InvalidInputError
 from microcosm_postgres.models import EPOCH, UTCDateTime
-from microcosm_postgres.types import EnumType
+from microcosm_postgres.types import EnumType, enum_name
 
 __all__ = [
     "REDACTED",
@@ -205,11 +205,9 @@ class EnumEncoder(Encoder[E]):
         self.redacted_value = redacted_value  # type: ignore[assignment]  # None: documented above
 
     def encode(self, value: E | str) -> str:
-        given: object = value
-        if isinstance(given, self.enum_class):
-            return given.name
-        if isinstance(given, str) and given in self.enum_class.__members__:
-            return given
+        name = enum_name(self.enum_class, value)
+        if name is not None:
+            return name
         raise InvalidInputError(
             f"An encrypted {self.enum_class.__name__} column was given a value that is not one of its names; "
             f"allowed names: {', '.join(self.enum_class.__members__)}."
